@@ -407,10 +407,11 @@ class Raft:
             or (self.vote == NONE and self.lead == NONE)
             or (m.type is MessageType.PRE_VOTE and m.term > self.term)
         )
-        resp_type = MessageType.VOTE_RESP if m.type is MessageType.VOTE else MessageType.PRE_VOTE_RESP
+        vote = m.type is MessageType.VOTE
+        resp_type = MessageType.VOTE_RESP if vote else MessageType.PRE_VOTE_RESP
         if can_vote and self.log.is_up_to_date(m.index, m.log_term):
             self._send(self._msg(m.frm, resp_type, term=m.term), after_persist=True)
-            if m.type is MessageType.VOTE:
+            if vote:
                 self.election_elapsed = 0
                 self.vote = m.frm
         else:
@@ -425,7 +426,8 @@ class Raft:
             for i, e in enumerate(entries)
         ]
         size = sum(len(e.data) for e in stamped)
-        if self.uncommitted_size > 0 and size > 0 and self.uncommitted_size + size > self.max_uncommitted_size:
+        limit = self.max_uncommitted_size
+        if self.uncommitted_size > 0 and size > 0 and self.uncommitted_size + size > limit:
             raise ProposalDropped("too much uncommitted data")
         self.uncommitted_size += size
         self.log.append(stamped)

@@ -27,6 +27,7 @@ At most one Ready is outstanding: between ``ready()`` and ``advance()`` the call
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from dataclasses import dataclass, field
@@ -177,10 +178,8 @@ class RawNode:
             MessageType.SNAP_STATUS,
         ):
             return  # a response from a node that is not (or no longer) a member
-        try:
+        with contextlib.suppress(ProposalDropped):
             self.raft.step(message)
-        except ProposalDropped:
-            pass
 
     def read_index(self, context: bytes) -> None:
         """Ask for a ReadIndex; the answer arrives as a ``ReadState`` with this ``context``.

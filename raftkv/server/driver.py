@@ -1,0 +1,234 @@
+"""``NodeDriver``: the one task that owns a node's ``Replica`` and storage and runs the Ready loop.
+
+Owns: the inbox (messages from peers, proposals, reads), the clock (monotonic time turned into
+Raft ticks), persistence in a worker thread, sending through the transport, and the futures that
+complete proposals and reads. Handlers never touch the replica: they call ``propose`` or
+``read_barrier`` and await a future.
+
+Must not: block the event loop (disk I/O runs through ``asyncio.to_thread``), or acknowledge
+anything that was not persisted first (the order of ``Replica.begin_ready`` / ``finish_ready``).
+
+Invariants: one Ready cycle at a time; **group commit**: while the worker thread writes and
+fsyncs, new proposals and messages queue in the inbox, and the next cycle steps all of them in,
+so they share one write and one fsync. A storage failure stops the node: every waiter fails with
+``Stopped`` and nothing more is acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from raftkv.errors import (
+    LeaderChanged,
+    NoLeader,
+    ProposalDropped,
+    RaftkvError,
+    Stopped,
+    StorageFailed,
+    Timeout,
+    TooManyRequests,
+)
+from raftkv.raft.types import Message
+from raftkv.replica import Replica
+from raftkv.state.commands import RequestId
+from raftkv.state.machine import ApplyResult
+from raftkv.storage.disk import DiskStorage
+
+log = logging.getLogger("raftkv.driver")
+
+MAX_PENDING = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class DriverSettings:
+    tick_seconds: float
+    request_timeout: float
+    # Ticks granted at boot so the first election does not wait a whole timeout (etcd's
+    # advanceTicks); randomization still spreads the candidates.
+    initial_ticks: int = 0
+    max_pending: int = MAX_PENDING
+
+
+class NodeDriver:
+    def __init__(
+        self,
+        *,
+        replica: Replica,
+        disk: DiskStorage,
+        send: Callable[[list[Message]], None],
+        settings: DriverSettings,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.replica = replica
+        self.disk = disk
+        self._send = send
+        self.settings = settings
+        self._clock = clock
+        self._inbox: deque[tuple[str, Any]] = deque()
+        self._wakeup = asyncio.Event()
+        self._pending: dict[RequestId, asyncio.Future[ApplyResult]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.failure: BaseException | None = None
+        self.stopped = asyncio.Event()
+
+    # --- called from handlers and the transport (same event loop) ------------------------------
+
+    def deliver(self, messages: list[Message]) -> None:
+        for m in messages:
+            self._inbox.append(("step", m))
+        self._wakeup.set()
+
+    def report_unreachable(self, peer: int) -> None:
+        self._inbox.append(("unreachable", peer))
+        self._wakeup.set()
+
+    def report_snapshot(self, peer: int, ok: bool) -> None:
+        self._inbox.append(("snapshot_status", (peer, ok)))
+        self._wakeup.set()
+
+    async def propose(self, request_id: RequestId, data: bytes) -> ApplyResult:
+        """Propose an encoded command and wait for its apply result.
+
+        Raises ``NoLeader`` (not applied), ``TooManyRequests`` (not applied), ``Timeout`` (outcome
+        unknown) or ``Stopped``."""
+        self._check_running()
+        if len(self._pending) >= self.settings.max_pending:
+            raise TooManyRequests()
+        future: asyncio.Future[ApplyResult] = asyncio.get_running_loop().create_future()
+        # Registered before proposing, so an apply can never outrun its waiter.
+        self._pending[request_id] = future
+        self._inbox.append(("propose", (request_id, data)))
+        self._wakeup.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.settings.request_timeout)
+        except TimeoutError:
+            raise Timeout() from None
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def read_barrier(self) -> None:
+        """Wait until this node may serve a linearizable read (ReadIndex confirmed and applied).
+
+        Raises ``NoLeader`` / ``LeaderChanged`` (safe to retry) or ``Timeout``."""
+        self._check_running()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._inbox.append(("read", future))
+        self._wakeup.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(future), self.settings.request_timeout)
+        except TimeoutError:
+            raise Timeout() from None
+
+    def _check_running(self) -> None:
+        if self.failure is not None or self.stopped.is_set():
+            raise Stopped()
+
+    # --- the owner task ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for _ in range(self.settings.initial_ticks):
+            self.replica.tick()
+        self._task = asyncio.create_task(self._run(), name="raftkv-driver")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._fail_all(Stopped())
+        self.stopped.set()
+
+    async def _run(self) -> None:
+        next_tick = self._clock() + self.settings.tick_seconds
+        try:
+            while True:
+                now = self._clock()
+                if not self._inbox and not self.replica.has_ready() and now < next_tick:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wakeup.wait(), next_tick - now)
+                self._wakeup.clear()
+                now = self._clock()
+                if now >= next_tick:
+                    self.replica.tick()
+                    # After a stall, tick once and resynchronise rather than firing a burst.
+                    next_tick = max(next_tick + self.settings.tick_seconds, now)
+                self._drain_inbox()
+                await self._cycle()
+        except StorageFailed as exc:
+            log.critical("storage failed, stopping the node: %s", exc)
+            self.failure = exc
+        except Exception as exc:
+            log.critical("driver crashed, stopping the node", exc_info=True)
+            self.failure = exc
+        finally:
+            self._fail_all(Stopped())
+            self.stopped.set()
+
+    def _drain_inbox(self) -> None:
+        inbox = self._inbox
+        replica = self.replica
+        while inbox:
+            kind, item = inbox.popleft()
+            if kind == "step":
+                try:
+                    replica.step(item)
+                except ValueError as exc:
+                    log.warning("dropping message %s: %s", item, exc)
+            elif kind == "propose":
+                request_id, data = item
+                try:
+                    replica.propose(data)
+                except ProposalDropped:
+                    future = self._pending.pop(request_id, None)
+                    if future is not None and not future.done():
+                        future.set_exception(NoLeader())
+            elif kind == "read":
+                replica.read(item)
+            elif kind == "unreachable":
+                replica.report_unreachable(item)
+            elif kind == "snapshot_status":
+                replica.report_snapshot(*item)
+
+    async def _cycle(self) -> None:
+        work = self.replica.begin_ready()
+        if work is None:
+            return
+        self._send(work.messages)
+        if work.snapshot is not None or work.entries or work.hard_state is not None:
+            await asyncio.to_thread(
+                self.disk.save, work.hard_state, work.entries, work.snapshot, work.must_sync
+            )
+        self._send(work.messages_after_persist)
+        applied = self.replica.finish_ready(work)
+        for request_id, result in applied.results:
+            future = self._pending.get(request_id)  # type: ignore[call-overload]
+            if future is not None and not future.done():
+                future.set_result(result)  # type: ignore[arg-type]
+        for token in applied.reads_ready:
+            if isinstance(token, asyncio.Future) and not token.done():
+                token.set_result(None)
+        for token in applied.reads_failed:
+            if isinstance(token, asyncio.Future) and not token.done():
+                has_leader = self.replica.leader_id != 0
+                token.set_exception(LeaderChanged() if has_leader else NoLeader())
+        if applied.snapshot is not None:
+            await asyncio.to_thread(self.disk.save_snapshot, applied.snapshot)
+            first_needed = self.replica.snapshot_saved(applied.snapshot)
+            await asyncio.to_thread(self.disk.release, first_needed)
+
+    def _fail_all(self, error: RaftkvError) -> None:
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(error)
+        self._pending.clear()
+        while self._inbox:
+            kind, item = self._inbox.popleft()
+            if kind == "read" and not item.done():
+                item.set_exception(error)

@@ -1,0 +1,96 @@
+"""Peer framing (pure): length-prefixed msgpack frames between raftkv nodes.
+
+Owns: the byte layout of the peer protocol (ARCHITECTURE.md §4.8): every frame is
+``u32 big-endian length | msgpack body`` with a body of at most ``MAX_FRAME_BYTES``; the body is
+``[kind, payload]``. Kinds: ``HELLO`` (the dialler's first frame), ``MESSAGES`` (a batch of Raft
+messages), ``LEASE_CALL`` / ``LEASE_REPLY`` (forwarded lease calls, matched by call id).
+
+Invariants: decoding never raises anything but ``FrameError``; a frame over the limit or with an
+unknown kind is an error (the connection is closed); identity comes from ``Hello``, never from
+addresses.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from raftkv.raft.types import Message
+from raftkv.raft.wire import message_from_obj, message_to_obj, pack, unpack
+
+PROTOCOL_VERSION = 1
+MAX_FRAME_BYTES = 16 << 20
+HEADER = struct.Struct(">I")
+
+
+class FrameError(Exception):
+    """A malformed or oversized frame: the connection must be closed."""
+
+
+class FrameKind(enum.IntEnum):
+    HELLO = 1
+    MESSAGES = 2
+    LEASE_CALL = 3
+    LEASE_REPLY = 4
+
+
+class Purpose(enum.IntEnum):
+    RAFT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    protocol: int
+    cluster_id: int
+    frm: int
+    to: int
+    purpose: Purpose = Purpose.RAFT
+
+
+def encode_frame(kind: FrameKind, payload: Any) -> bytes:
+    body = pack([int(kind), payload])
+    if len(body) > MAX_FRAME_BYTES:
+        raise FrameError(f"frame of {len(body)} bytes exceeds {MAX_FRAME_BYTES}")
+    return HEADER.pack(len(body)) + body
+
+
+def encode_hello(hello: Hello) -> bytes:
+    return encode_frame(
+        FrameKind.HELLO, [hello.protocol, hello.cluster_id, hello.frm, hello.to, int(hello.purpose)]
+    )
+
+
+def encode_messages(messages: list[Message]) -> bytes:
+    return encode_frame(FrameKind.MESSAGES, [message_to_obj(m) for m in messages])
+
+
+def frame_length(header: bytes) -> int:
+    (length,) = HEADER.unpack(header)
+    if length > MAX_FRAME_BYTES:
+        raise FrameError(f"frame of {length} bytes exceeds {MAX_FRAME_BYTES}")
+    return int(length)
+
+
+def decode_body(body: bytes) -> tuple[FrameKind, Any]:
+    try:
+        kind, payload = unpack(body)
+        return FrameKind(kind), payload
+    except (ValueError, TypeError) as exc:
+        raise FrameError(f"bad frame: {exc}") from exc
+
+
+def decode_hello(payload: Any) -> Hello:
+    try:
+        protocol, cluster_id, frm, to, purpose = payload
+        return Hello(protocol=protocol, cluster_id=cluster_id, frm=frm, to=to, purpose=Purpose(purpose))
+    except (ValueError, TypeError) as exc:
+        raise FrameError(f"bad hello: {exc}") from exc
+
+
+def decode_messages(payload: Any) -> list[Message]:
+    try:
+        return [message_from_obj(o) for o in payload]
+    except (ValueError, TypeError) as exc:
+        raise FrameError(f"bad message batch: {exc}") from exc

@@ -1,0 +1,204 @@
+"""``PeerTransport``: Raft messages between nodes over persistent TCP connections (asyncio).
+
+Owns: the peer listener; per peer one outgoing connection, a bounded queue and a sender task;
+reconnect with jittered exponential backoff; delivery of received batches to the node.
+
+Must not: block or raise in ``send``; interpret messages beyond routing them. Data flows only
+from dialler to listener, so a one-way partition affects exactly one connection.
+
+Invariants: a queue never holds more than ``queue_limit`` messages (overflow drops the message and
+reports the peer unreachable); a connection error drops what was queued and reports the peer
+unreachable, and a dropped ``SNAP`` is reported as a failed snapshot; identity comes from the
+``Hello`` frame, and a wrong cluster id or recipient closes the connection.
+
+Snapshots travel inside an ordinary message frame (up to 16 MiB); streaming larger snapshots in
+chunks on their own connection is left for later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import deque
+from collections.abc import Callable
+
+from raftkv.raft.types import Message, MessageType
+from raftkv.transport.frames import (
+    HEADER,
+    PROTOCOL_VERSION,
+    FrameError,
+    FrameKind,
+    Hello,
+    decode_body,
+    decode_hello,
+    decode_messages,
+    encode_hello,
+    encode_messages,
+    frame_length,
+)
+
+log = logging.getLogger("raftkv.transport")
+
+Address = tuple[str, int]
+
+BACKOFF_MIN = 0.05
+BACKOFF_MAX = 2.0
+
+
+class _Peer:
+    def __init__(self, transport: PeerTransport, peer_id: int, address: Address) -> None:
+        self.transport = transport
+        self.peer_id = peer_id
+        self.address = address
+        self.queue: deque[Message] = deque()
+        self.wakeup = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def enqueue(self, message: Message) -> bool:
+        if len(self.queue) >= self.transport.queue_limit:
+            return False
+        self.queue.append(message)
+        self.wakeup.set()
+        return True
+
+    async def run(self) -> None:
+        backoff = BACKOFF_MIN
+        while True:
+            writer: asyncio.StreamWriter | None = None
+            try:
+                host, port = self.address
+                _, writer = await asyncio.open_connection(host, port)
+                writer.write(
+                    encode_hello(
+                        Hello(
+                            protocol=PROTOCOL_VERSION,
+                            cluster_id=self.transport.cluster_id,
+                            frm=self.transport.node_id,
+                            to=self.peer_id,
+                        )
+                    )
+                )
+                await writer.drain()
+                backoff = BACKOFF_MIN
+                await self._pump(writer)
+            except (OSError, ConnectionError, FrameError) as exc:
+                log.debug("peer %x: connection lost: %s", self.peer_id, exc)
+            finally:
+                if writer is not None:
+                    writer.close()
+                    with contextlib.suppress(Exception):
+                        await writer.wait_closed()
+            self._drop_queue()
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(backoff * 2, BACKOFF_MAX)
+
+    async def _pump(self, writer: asyncio.StreamWriter) -> None:
+        while True:
+            if not self.queue:
+                self.wakeup.clear()
+                await self.wakeup.wait()
+            batch = list(self.queue)
+            self.queue.clear()
+            writer.write(encode_messages(batch))
+            await writer.drain()
+            for m in batch:
+                if m.type is MessageType.SNAP:
+                    self.transport.on_snapshot_status(self.peer_id, True)
+
+    def _drop_queue(self) -> None:
+        dropped = list(self.queue)
+        self.queue.clear()
+        self.transport.on_unreachable(self.peer_id)
+        for m in dropped:
+            if m.type is MessageType.SNAP:
+                self.transport.on_snapshot_status(self.peer_id, False)
+
+
+class PeerTransport:
+    def __init__(
+        self,
+        *,
+        node_id: int,
+        cluster_id: int,
+        listen: Address,
+        peers: dict[int, Address],
+        on_messages: Callable[[list[Message]], None],
+        on_unreachable: Callable[[int], None],
+        on_snapshot_status: Callable[[int, bool], None],
+        queue_limit: int = 4096,
+    ) -> None:
+        self.node_id = node_id
+        self.cluster_id = cluster_id
+        self.listen = listen
+        self.on_messages = on_messages
+        self.on_unreachable = on_unreachable
+        self.on_snapshot_status = on_snapshot_status
+        self.queue_limit = queue_limit
+        self._peers = {pid: _Peer(self, pid, addr) for pid, addr in peers.items() if pid != node_id}
+        self._server: asyncio.Server | None = None
+        self._inbound: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        host, port = self.listen
+        self._server = await asyncio.start_server(self._accept, host, port)
+        for peer in self._peers.values():
+            peer.task = asyncio.create_task(peer.run(), name=f"peer-{peer.peer_id:x}")
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        tasks = [p.task for p in self._peers.values() if p.task is not None]
+        tasks += list(self._inbound)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+
+    def send(self, messages: list[Message]) -> None:
+        """Queue ``messages`` for their recipients; never blocks or raises."""
+        for m in messages:
+            peer = self._peers.get(m.to)
+            if peer is None:
+                continue
+            if not peer.enqueue(m):
+                self.on_unreachable(m.to)
+                if m.type is MessageType.SNAP:
+                    self.on_snapshot_status(m.to, False)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._inbound.add(task)
+        try:
+            kind, payload = await self._read_frame(reader)
+            if kind is not FrameKind.HELLO:
+                raise FrameError("first frame is not a hello")
+            hello = decode_hello(payload)
+            if hello.cluster_id != self.cluster_id or hello.to != self.node_id:
+                raise FrameError(
+                    f"hello for cluster {hello.cluster_id:x} member {hello.to:x} refused"
+                )
+            while True:
+                kind, payload = await self._read_frame(reader)
+                if kind is FrameKind.MESSAGES:
+                    self.on_messages(decode_messages(payload))
+        except (asyncio.IncompleteReadError, ConnectionError, OSError, asyncio.CancelledError):
+            pass  # the peer went away, or we are shutting down
+        except FrameError as exc:
+            log.warning("closing peer connection: %s", exc)
+        finally:
+            if task is not None:
+                self._inbound.discard(task)
+            writer.close()
+
+    @staticmethod
+    async def _read_frame(reader: asyncio.StreamReader) -> tuple[FrameKind, object]:
+        header = await reader.readexactly(HEADER.size)
+        body = await reader.readexactly(frame_length(header))
+        return decode_body(body)
