@@ -1,9 +1,12 @@
 """``Replica``: one node's logic without I/O: Raft, its log storage and the replicated state machine.
 
-Owns: a ``RawNode`` with its ``MemoryStorage`` and a state machine; the Ready contract of
-``raft/node.py`` split into two phases around the caller's I/O (``begin_ready`` returns what to
-send and persist, ``finish_ready`` applies, serves reads and advances); ReadIndex batching for
-linearizable reads; the snapshot policy; the test-only canary switches of the replica layer.
+Owns: a ``RawNode`` with its ``MemoryStorage``, the ``StateMachine``, the node's ``WatchHub``
+(fed with each applied revision's events) and the leader-local lease ``ExpiryTracker``; the Ready
+contract of ``raft/node.py`` split into two phases around the caller's I/O (``begin_ready``
+returns what to send and persist, ``finish_ready`` applies, serves reads and advances); ReadIndex
+batching for linearizable reads; the snapshot policy; lease deadlines (promotion gives every
+lease a full TTL, keepalives refresh only on a confirmed leader); the test-only canary switches of
+the replica layer.
 The server's driver and the simulator both drive a node only through this class, so the order
 of the contract is written once.
 
@@ -17,29 +20,18 @@ leader before it is answered fails (safe to retry); a snapshot is taken only of 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from raftkv.errors import ProposalDropped
 from raftkv.raft.node import Config, RawNode, Ready, Status
 from raftkv.raft.storage import MemoryStorage
-from raftkv.raft.types import NONE, Entry, EntryType, HardState, Message, Snapshot
+from raftkv.raft.types import NONE, Entry, EntryType, HardState, Message, Snapshot, StateRole
 from raftkv.raft.wire import decode_conf_change, pack
-
-
-class ApplyOutcome(Protocol):
-    @property
-    def request_id(self) -> object | None: ...
-
-
-class ReplicatedMachine(Protocol):
-    """What a replica needs from its state machine (``raftkv.state.machine.StateMachine``)."""
-
-    def apply(self, index: int, term: int, data: bytes) -> ApplyOutcome: ...
-
-    def snapshot(self) -> bytes: ...
-
-    def restore(self, data: bytes) -> None: ...
+from raftkv.state.commands import LeaseGrantResponse, RequestId
+from raftkv.state.lease import ExpiryTracker
+from raftkv.state.machine import ApplyResult, StateMachine
+from raftkv.state.watch import WatchHub
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +65,7 @@ class Applied:
     """What ``finish_ready`` did (steps 4–6)."""
 
     entries: list[Entry] = field(default_factory=list)
-    results: list[tuple[object, ApplyOutcome]] = field(default_factory=list)
+    results: list[tuple[RequestId, ApplyResult]] = field(default_factory=list)
     reads_ready: list[object] = field(default_factory=list)
     reads_failed: list[object] = field(default_factory=list)
     snapshot: Snapshot | None = None
@@ -85,8 +77,10 @@ class Replica:
         self,
         config: ReplicaConfig,
         storage: MemoryStorage,
-        machine: ReplicatedMachine,
+        machine: StateMachine,
         rng: random.Random,
+        *,
+        wake_watchers: Callable[[int], None] | None = None,
     ) -> None:
         self.config = config
         self.node_id = config.node_id
@@ -96,6 +90,8 @@ class Replica:
         if snapshot.data:
             machine.restore(snapshot.data)
         self._last_snapshot_index = snapshot.meta.index
+        self.watches = WatchHub(machine.kv, wake_watchers or (lambda _stream: None))
+        self.expiry = ExpiryTracker()
         unsafe = config.unsafe
         self.raw = RawNode(
             Config(
@@ -120,6 +116,7 @@ class Replica:
         self._failed_reads: list[object] = []
         self._local_reads: list[object] = []
         self._lead = NONE
+        self._role = StateRole.FOLLOWER
 
     # --- inputs --------------------------------------------------------------------------------
 
@@ -189,20 +186,22 @@ class Replica:
             ready=rd,
         )
 
-    def finish_ready(self, work: ReadyWork) -> Applied:
-        """Finish a cycle once ``work`` is persisted: apply, serve reads, advance."""
+    def finish_ready(self, work: ReadyWork, now: float = 0.0) -> Applied:
+        """Finish a cycle once ``work`` is persisted: apply, serve reads, advance. ``now`` is the
+        caller's monotonic clock (seconds), used only for lease deadlines."""
         out = Applied()
         rd = work.ready
         if rd is not None:
             self._record_persisted(rd)
-            if rd.soft_state is not None and rd.soft_state.lead != self._lead:
-                self._lead = rd.soft_state.lead
-                self._fail_unanswered_rounds()
+            if rd.soft_state is not None:
+                self._role_changed(rd.soft_state.lead, rd.soft_state.role, now)
             if rd.snapshot is not None:
                 self.machine.restore(rd.snapshot.data)
                 self._last_snapshot_index = rd.snapshot.meta.index
+                self.watches.rebind(self.machine.kv)
                 out.restored = rd.snapshot
-            self._apply(rd.committed_entries, out)
+            self._apply(rd.committed_entries, out, now)
+            self.watches.sync()
             for rs in rd.read_states:
                 tokens = self._rounds.pop(rs.request_ctx, None)
                 if tokens:
@@ -221,15 +220,31 @@ class Replica:
         if rd.hard_state is not None:
             self.storage.set_hard_state(rd.hard_state)
 
-    def _apply(self, entries: tuple[Entry, ...], out: Applied) -> None:
+    def _role_changed(self, lead: int, role: StateRole, now: float) -> None:
+        if lead != self._lead:
+            self._lead = lead
+            self._fail_unanswered_rounds()
+        if role is StateRole.LEADER and self._role is not StateRole.LEADER:
+            # A new leader gives every lease a full TTL: none expires early because leadership moved.
+            self.expiry.promote(now, {lease.id: lease.ttl for lease in self.machine.leases.list()})
+        elif role is not StateRole.LEADER and self._role is StateRole.LEADER:
+            self.expiry.demote()
+        self._role = role
+
+    def _apply(self, entries: tuple[Entry, ...], out: Applied, now: float) -> None:
         for entry in entries:
             if entry.type is EntryType.CONF_CHANGE:
                 self.raw.apply_conf_change(decode_conf_change(entry.data))
                 result = self.machine.apply(entry.index, entry.term, b"")
             else:
                 result = self.machine.apply(entry.index, entry.term, entry.data)
-            if result.request_id is not None:
-                out.results.append((result.request_id, result))
+            if result.request_id is None:
+                continue
+            out.results.append((result.request_id, result))
+            if result.events:
+                self.watches.publish(result.events[0].kv.mod_revision, result.events)
+            if isinstance(result.response, LeaseGrantResponse):
+                self.expiry.granted(result.response.id, result.response.ttl, now)
         out.entries = list(entries)
 
     # --- reads ---------------------------------------------------------------------------------
@@ -281,6 +296,41 @@ class Replica:
         if keep_from > self.storage.first_index():
             self.storage.compact(keep_from - 1)
         return self.storage.first_index()
+
+    # --- leases (leader only) ------------------------------------------------------------------
+
+    def is_leader(self) -> bool:
+        return self.raw.raft.role is StateRole.LEADER
+
+    @property
+    def term(self) -> int:
+        return self.raw.raft.term
+
+    def refresh_lease(self, lease_id: int, term: int, now: float) -> int | None:
+        """A keepalive whose leadership check (a ReadIndex round) started in ``term`` completed:
+        refresh the lease if this node is still leader of that term. Returns the granted TTL, or
+        None for an unknown or expired lease, or when leadership moved."""
+        if not self.is_leader() or self.term != term or lease_id not in self.machine.leases:
+            return None
+        return self.expiry.refresh(lease_id, now)
+
+    def lease_remaining(self, lease_id: int, now: float) -> float | None:
+        """Seconds until the lease expires, as the leader knows it (None if not leader/unknown)."""
+        if not self.is_leader() or lease_id not in self.machine.leases:
+            return None
+        return self.expiry.remaining(lease_id, now)
+
+    def expired_leases(self, now: float, limit: int) -> list[int]:
+        """Leases past their deadline that the leader should revoke through Raft."""
+        if not self.is_leader():
+            return []
+        expired = []
+        for lease_id in self.expiry.expired(now, limit):
+            if lease_id in self.machine.leases:
+                expired.append(lease_id)
+            else:
+                self.expiry.forget(lease_id)
+        return expired
 
     # --- introspection -------------------------------------------------------------------------
 

@@ -1,9 +1,11 @@
 """The etcd v3 JSON gateway over aiohttp: routes, decoding, encoding, errors (API.md §1).
 
-Owns: the HTTP surface of a node: ``POST /v3/<service>/<method>`` (and the ``/v3beta/`` alias),
-``GET /version``, ``GET /health``; the mux behaviours of §1.1 (404 texts, 405, ``OPTIONS``, CORS
-headers on every response, 501 for known etcd methods raftkv does not implement yet); the size
-limit of the gRPC receive path; error rendering from the one error table (``raftkv.errors``).
+Owns: the HTTP surface of a node: ``POST /v3/<service>/<method>`` (and the ``/v3beta/``
+alias), ``GET /version``, ``GET /health``; the streams of §1.7 and §4 (lease keepalive as
+NDJSON, watch as NDJSON over a long-lived chunked response, or either as a websocket); the mux
+behaviours of §1.1 (404 texts, 405, ``OPTIONS``, CORS headers on every response, 501 for known
+etcd methods raftkv does not implement yet); the size limit of the gRPC receive path; error
+rendering from the one error table (``raftkv.errors``).
 
 Must not: know how a node works: it calls the ``KVService`` Protocol only. Handlers are thin:
 decode, call, encode, map errors. No traceback ever reaches a client.
@@ -11,16 +13,20 @@ decode, call, encode, map errors. No traceback ever reaches a client.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from raftkv import errors
 from raftkv.api import codec
 from raftkv.api import models as api
 from raftkv.api.service import KVService
+from raftkv.api.service import WatchSession as KVServiceWatch
 
 log = logging.getLogger("raftkv.api")
 
@@ -47,19 +53,21 @@ UNARY: dict[str, Unary] = {
     "kv/compaction": (api.CompactionRequest, lambda s, r: s.compact(r)),
     "maintenance/status": (api.StatusRequest, lambda s, r: s.status(r)),
     "cluster/member/list": (api.MemberListRequest, lambda s, r: s.member_list(r)),
+    "lease/grant": (api.LeaseGrantRequest, lambda s, r: s.lease_grant(r)),
+    "lease/revoke": (api.LeaseRevokeRequest, lambda s, r: s.lease_revoke(r)),
+    "kv/lease/revoke": (api.LeaseRevokeRequest, lambda s, r: s.lease_revoke(r)),
+    "lease/timetolive": (api.LeaseTimeToLiveRequest, lambda s, r: s.lease_time_to_live(r)),
+    "kv/lease/timetolive": (api.LeaseTimeToLiveRequest, lambda s, r: s.lease_time_to_live(r)),
+    "lease/leases": (api.LeaseLeasesRequest, lambda s, r: s.lease_leases(r)),
+    "kv/lease/leases": (api.LeaseLeasesRequest, lambda s, r: s.lease_leases(r)),
 }
+
+STREAMS = {"watch", "lease/keepalive"}
+# How often an idle stream checks whether its client went away.
+DISCONNECT_POLL_SECONDS = 1.0
 
 # Methods etcd serves that raftkv does not implement yet: 501 with gRPC code 12.
 NOT_YET = {
-    "watch",
-    "lease/grant",
-    "lease/revoke",
-    "lease/keepalive",
-    "lease/timetolive",
-    "lease/leases",
-    "kv/lease/revoke",
-    "kv/lease/timetolive",
-    "kv/lease/leases",
     "cluster/member/add",
     "cluster/member/remove",
     "cluster/member/update",
@@ -118,6 +126,12 @@ async def cors_middleware(
 
 async def handle_v3(request: web.Request) -> web.StreamResponse:
     method = request.match_info["method"]
+    if method in STREAMS:
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return await _websocket(request, method)
+        if request.method != "POST":
+            return text_response("Method Not Allowed\n", 405)
+        return await (_watch(request) if method == "watch" else _keepalive(request))
     spec = UNARY.get(method)
     if spec is None:
         if method in NOT_YET:
@@ -141,6 +155,176 @@ async def handle_v3(request: web.Request) -> web.StreamResponse:
         log.exception("internal error serving /v3/%s", method)
         return error_response(errors.Internal())
     return json_response(result.render())
+
+
+def _result_line(response: Any) -> bytes:
+    return codec.ndjson_line({"result": response.render()})
+
+
+def _stream_error_line(exc: errors.RaftkvError) -> bytes:
+    spec = exc.code.spec
+    return codec.ndjson_line(api.stream_error_body(exc.message, spec.grpc_code, spec.http_status))
+
+
+def _first_message_error(message: str) -> web.Response:
+    """An undecodable first stream message: gRPC code 2 / HTTP 500 (API.md §4.8)."""
+    return web.Response(
+        body=codec.dumps(api.error_body(message, 2)),
+        status=500,
+        headers={"Content-Type": "application/json"},
+    )
+
+
+def _stream_response() -> web.StreamResponse:
+    response = web.StreamResponse(status=200, headers=JSON_HEADERS)
+    response.enable_chunked_encoding()
+    return response
+
+
+async def _keepalive(request: web.Request) -> web.StreamResponse:
+    """One ``{"result":...}`` line per request object; the response ends with the body."""
+    service = request.app[SERVICE_KEY]
+    body = await request.read()
+    response: web.StreamResponse | None = None
+    try:
+        for value in api.iter_json_values(body):
+            decoded = api.validate_request(api.LeaseKeepAliveRequest, value)
+            result = await service.lease_keepalive(decoded)
+            if response is None:
+                response = _stream_response()
+                await response.prepare(request)
+            await response.write(_result_line(result))
+    except errors.RaftkvError as exc:
+        if response is None:
+            if isinstance(exc, errors.InvalidArgument):
+                return _first_message_error(exc.message)
+            return error_response(exc)
+        await response.write(_stream_error_line(exc))
+    if response is None:
+        return web.Response(status=200, headers=JSON_HEADERS)
+    await response.write_eof()
+    return response
+
+
+def _split_fragments(message: api.WatchResponse, limit: int) -> list[api.WatchResponse]:
+    """Split a large event message into parts under ``limit`` bytes (API.md §4.6)."""
+    parts: list[api.WatchResponse] = []
+    current: list[api.Event] = []
+    size = 0
+    for event in message.events:
+        event_size = len(codec.dumps(event.render()))
+        if current and size + event_size > limit:
+            parts.append(replace(message, events=current, fragment=True))
+            current, size = [], 0
+        current.append(event)
+        size += event_size
+    parts.append(replace(message, events=current, fragment=False))
+    return parts
+
+
+async def _watch_responses(
+    session: KVServiceWatch, limit: int
+) -> list[api.WatchResponse]:
+    responses: list[api.WatchResponse] = []
+    for response in session.take():
+        if len(response.events) > 1 and session.fragmenting(response.watch_id):
+            encoded = len(codec.dumps(response.render()))
+            if encoded > limit:
+                responses.extend(_split_fragments(response, limit))
+                continue
+        responses.append(response)
+    return responses
+
+
+async def _watch(request: web.Request) -> web.StreamResponse:
+    """The gateway's watch: requests from the body, then messages until the client leaves."""
+    service = request.app[SERVICE_KEY]
+    limit = request.app[LIMIT_KEY] + GRPC_OVERHEAD
+    body = await request.read()
+    session = service.watch_session()
+    try:
+        values = api.iter_json_values(body)
+        try:
+            first = next(values, None)
+            if first is None:
+                return _first_message_error("unexpected EOF")
+            session.handle(api.validate_request(api.WatchRequest, first))
+        except errors.RaftkvError as exc:
+            return _first_message_error(exc.message)
+        try:
+            for value in values:
+                session.handle(api.validate_request(api.WatchRequest, value))
+        except errors.RaftkvError:
+            pass  # a bad later message ends the request side; existing watchers keep delivering
+        response: web.StreamResponse | None = None
+        while True:
+            for message in await _watch_responses(session, limit):
+                if response is None:
+                    response = _stream_response()
+                    await response.prepare(request)
+                await response.write(_result_line(message))
+            if request.transport is None or request.transport.is_closing():
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(session.wakeup.wait(), DISCONNECT_POLL_SECONDS)
+    except (ConnectionResetError, ConnectionError):
+        pass  # the client went away: that cancels its watchers
+    finally:
+        session.close()
+    return response if response is not None else web.Response(status=200)
+
+
+async def _websocket(request: web.Request, method: str) -> web.StreamResponse:
+    """Bidirectional mode: each text frame in is one request, each frame out one message."""
+    service = request.app[SERVICE_KEY]
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    if method != "watch":
+        await _websocket_keepalive(ws, service)
+        return ws
+    limit = request.app[LIMIT_KEY] + GRPC_OVERHEAD
+    session = service.watch_session()
+
+    async def pump() -> None:
+        while not ws.closed:
+            for message in await _watch_responses(session, limit):
+                await ws.send_str(codec.dumps({"result": message.render()}).decode())
+            await session.wakeup.wait()
+
+    sender = asyncio.create_task(pump())
+    try:
+        async for frame in ws:
+            if frame.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                break
+            try:
+                session.handle(api.decode_request(api.WatchRequest, _frame_bytes(frame.data)))
+            except errors.RaftkvError:
+                # An undecodable message ends the request side; watchers keep delivering.
+                await sender
+                break
+    finally:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await sender
+        session.close()
+    return ws
+
+
+def _frame_bytes(data: str | bytes) -> bytes:
+    return data.encode() if isinstance(data, str) else data
+
+
+async def _websocket_keepalive(ws: web.WebSocketResponse, service: KVService) -> None:
+    async for frame in ws:
+        if frame.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+            break
+        try:
+            decoded = api.decode_request(api.LeaseKeepAliveRequest, _frame_bytes(frame.data))
+            result = await service.lease_keepalive(decoded)
+        except errors.RaftkvError as exc:
+            await ws.send_str(_stream_error_line(exc).decode().rstrip("\n"))
+            break
+        await ws.send_str(codec.dumps({"result": result.render()}).decode())
 
 
 async def handle_version(request: web.Request) -> web.Response:

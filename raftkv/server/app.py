@@ -55,6 +55,7 @@ async def serve(config: ServerConfig) -> int:
         on_messages=lambda msgs: driver_box[0].deliver(msgs),
         on_unreachable=lambda peer: driver_box[0].report_unreachable(peer),
         on_snapshot_status=lambda peer, ok: driver_box[0].report_snapshot(peer, ok),
+        on_lease_call=lambda kind, lease_id: driver_box[0].answer_lease_call(kind, lease_id),
     )
     driver = NodeDriver(
         replica=node.replica,
@@ -64,7 +65,14 @@ async def serve(config: ServerConfig) -> int:
             tick_seconds=config.heartbeat_interval / 1000,
             request_timeout=config.request_timeout,
             initial_ticks=config.election_ticks - 1,
+            member_id=config.member_id,
+            max_request_bytes=config.max_request_bytes,
+            keepalive_confirm="keepalive_no_confirm" not in config.unsafe,
+            progress_notify_seconds=float(os.environ.get("RAFTKV_WATCH_PROGRESS_NOTIFY_INTERVAL", 600)),
         ),
+    )
+    driver.forward_lease_call = lambda peer, kind, lease_id: transport.call(
+        peer, kind, lease_id, timeout=config.request_timeout
     )
     driver_box.append(driver)
     service = NodeService(config=config, driver=driver, machine=node.machine)

@@ -1,9 +1,11 @@
 """``NodeDriver``: the one task that owns a node's ``Replica`` and storage and runs the Ready loop.
 
 Owns: the inbox (messages from peers, proposals, reads), the clock (monotonic time turned into
-Raft ticks), persistence in a worker thread, sending through the transport, and the futures that
-complete proposals and reads. Handlers never touch the replica: they call ``propose`` or
-``read_barrier`` and await a future.
+Raft ticks and lease deadlines), persistence in a worker thread, sending through the transport,
+the futures that complete proposals and reads, request ids, the leader's lease expiry loop
+(revokes proposed through Raft), keepalives and TimeToLive (answered by the leader after a
+ReadIndex round confirms its leadership; followers forward them over the peer transport) and the
+wakeups of watch streams. Handlers never touch the replica: they call the methods below and await.
 
 Must not: block the event loop (disk I/O runs through ``asyncio.to_thread``), or acknowledge
 anything that was not persisted first (the order of ``Replica.begin_ready`` / ``finish_ready``).
@@ -18,10 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,14 +34,15 @@ from raftkv.errors import (
     NoLeader,
     ProposalDropped,
     RaftkvError,
+    RequestTooLarge,
     Stopped,
     StorageFailed,
     Timeout,
     TooManyRequests,
 )
-from raftkv.raft.types import Message
+from raftkv.raft.types import NONE, Message
 from raftkv.replica import Replica
-from raftkv.state.commands import RequestId
+from raftkv.state.commands import Command, LeaseRevoke, RequestId, encode_command
 from raftkv.state.machine import ApplyResult
 from raftkv.storage.disk import DiskStorage
 
@@ -54,6 +59,15 @@ class DriverSettings:
     # advanceTicks); randomization still spreads the candidates.
     initial_ticks: int = 0
     max_pending: int = MAX_PENDING
+    member_id: int = 0
+    max_request_bytes: int = 1_572_864
+    lease_check_seconds: float = 0.5
+    lease_revoke_batch: int = 500
+    keepalive_confirm: bool = True  # False only for the keepalive_no_confirm canary
+    progress_notify_seconds: float = 600.0  # etcd's default watch progress notify interval
+
+
+LeaseForwarder = Callable[[int, str, int], Awaitable[Any]]
 
 
 class NodeDriver:
@@ -77,6 +91,27 @@ class NodeDriver:
         self._task: asyncio.Task[None] | None = None
         self.failure: BaseException | None = None
         self.stopped = asyncio.Event()
+        self._nonce = random.SystemRandom().getrandbits(62)
+        self._counter = itertools.count(1)
+        self._revoking: set[int] = set()
+        self._background: set[asyncio.Task[Any]] = set()
+        self.forward_lease_call: LeaseForwarder | None = None
+        self._watch_wakeups: dict[int, asyncio.Event] = {}
+        replica.watches.set_waker(self._wake_stream)
+
+    # --- watch streams -------------------------------------------------------------------------
+
+    def _wake_stream(self, stream_id: int) -> None:
+        event = self._watch_wakeups.get(stream_id)
+        if event is not None:
+            event.set()
+
+    def watch_wakeup(self, stream_id: int) -> asyncio.Event:
+        event = self._watch_wakeups.setdefault(stream_id, asyncio.Event())
+        return event
+
+    def forget_watch_stream(self, stream_id: int) -> None:
+        self._watch_wakeups.pop(stream_id, None)
 
     # --- called from handlers and the transport (same event loop) ------------------------------
 
@@ -113,6 +148,75 @@ class NodeDriver:
         finally:
             self._pending.pop(request_id, None)
 
+    def next_request_id(self) -> RequestId:
+        return RequestId(self.settings.member_id, self._nonce, next(self._counter))
+
+    async def propose_command(self, command: Command) -> ApplyResult:
+        """Encode ``command`` with a fresh request id and propose it (see ``propose``); raises
+        ``RequestTooLarge`` when its encoding exceeds ``--max-request-bytes``."""
+        request_id = self.next_request_id()
+        data = encode_command(request_id, command)
+        if len(data) > self.settings.max_request_bytes:
+            raise RequestTooLarge()
+        return await self.propose(request_id, data)
+
+    # --- leases --------------------------------------------------------------------------------
+
+    async def keepalive(self, lease_id: int) -> int:
+        """Refresh a lease on the leader; the granted TTL, or 0 for an unknown or expired lease."""
+        return int(await self._lease_call("keepalive", lease_id))
+
+    async def time_to_live(self, lease_id: int) -> float:
+        """Seconds left on a lease as the leader knows it; -1 for an unknown lease."""
+        return float(await self._lease_call("ttl", lease_id))
+
+    async def _lease_call(self, kind: str, lease_id: int) -> Any:
+        if self.replica.is_leader():
+            return await self.answer_lease_call(kind, lease_id)
+        leader = self.replica.leader_id
+        if leader == NONE or self.forward_lease_call is None:
+            raise NoLeader()
+        try:
+            return await self.forward_lease_call(leader, kind, lease_id)
+        except TimeoutError:
+            raise Timeout() from None
+        except ConnectionError:
+            raise LeaderChanged() from None
+
+    async def answer_lease_call(self, kind: str, lease_id: int) -> float:
+        """Serve a keepalive or TimeToLive as the leader (also for calls forwarded to us)."""
+        if not self.replica.is_leader():
+            raise LeaderChanged()
+        term = self.replica.term
+        if kind == "keepalive":
+            # Only a leader whose leadership a quorum just confirmed may extend a lease.
+            if self.settings.keepalive_confirm:
+                await self.read_barrier()
+            ttl = self.replica.refresh_lease(lease_id, term, self._clock())
+            return ttl or 0
+        remaining = self.replica.lease_remaining(lease_id, self._clock())
+        return -1 if remaining is None else remaining
+
+    def _check_leases(self, now: float) -> None:
+        """Propose a revoke for each expired lease (not one already being revoked)."""
+        if not self.replica.is_leader():
+            return
+        for lease_id in self.replica.expired_leases(now, self.settings.lease_revoke_batch):
+            if lease_id in self._revoking:
+                continue
+            self._revoking.add(lease_id)
+            task = asyncio.create_task(self._revoke(lease_id, self.replica.term))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _revoke(self, lease_id: int, term: int) -> None:
+        try:
+            await self.propose_command(LeaseRevoke(id=lease_id, leader_term=term))
+        except RaftkvError as exc:
+            log.info("expiry revoke of lease %d did not complete: %s", lease_id, exc)
+        finally:
+            self._revoking.discard(lease_id)
+
     async def read_barrier(self) -> None:
         """Wait until this node may serve a linearizable read (ReadIndex confirmed and applied).
 
@@ -138,6 +242,8 @@ class NodeDriver:
         self._task = asyncio.create_task(self._run(), name="raftkv-driver")
 
     async def stop(self) -> None:
+        for task in list(self._background):
+            task.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -147,6 +253,8 @@ class NodeDriver:
 
     async def _run(self) -> None:
         next_tick = self._clock() + self.settings.tick_seconds
+        next_lease_check = self._clock() + self.settings.lease_check_seconds
+        next_progress = self._clock() + self.settings.progress_notify_seconds
         try:
             while True:
                 now = self._clock()
@@ -159,6 +267,12 @@ class NodeDriver:
                     self.replica.tick()
                     # After a stall, tick once and resynchronise rather than firing a burst.
                     next_tick = max(next_tick + self.settings.tick_seconds, now)
+                if now >= next_lease_check:
+                    next_lease_check = now + self.settings.lease_check_seconds
+                    self._check_leases(now)
+                if now >= next_progress:
+                    next_progress = now + self.settings.progress_notify_seconds
+                    self.replica.watches.notify_idle()
                 self._drain_inbox()
                 await self._cycle()
         except StorageFailed as exc:
@@ -206,7 +320,7 @@ class NodeDriver:
                 self.disk.save, work.hard_state, work.entries, work.snapshot, work.must_sync
             )
         self._send(work.messages_after_persist)
-        applied = self.replica.finish_ready(work)
+        applied = self.replica.finish_ready(work, self._clock())
         for request_id, result in applied.results:
             future = self._pending.get(request_id)  # type: ignore[call-overload]
             if future is not None and not future.done():

@@ -16,7 +16,7 @@ revision of the store.
 
 from __future__ import annotations
 
-import itertools
+import asyncio
 import random
 from typing import Any
 
@@ -26,9 +26,11 @@ from raftkv.server.config import ServerConfig
 from raftkv.server.driver import NodeDriver
 from raftkv.state import commands as cmd
 from raftkv.state.machine import StateMachine
+from raftkv.state.watch import WatchMessage, WatchStream
 
 VERSION = "3.5.0"
 RAFTKV_VERSION = "0.1.0"
+MAX_LEASE_TTL = 9_000_000_000
 
 Op = cmd.Range | cmd.Put | cmd.DeleteRange | cmd.Txn
 
@@ -192,8 +194,7 @@ class NodeService:
         self.machine = machine
         self.member_id = config.member_id
         self.cluster_id = config.cluster_id
-        self._nonce = random.SystemRandom().getrandbits(62)
-        self._counter = itertools.count(1)
+        self._lease_ids = random.Random(random.SystemRandom().getrandbits(64))
 
     # --- headers -------------------------------------------------------------------------------
 
@@ -236,11 +237,7 @@ class NodeService:
     # --- the write and read paths --------------------------------------------------------------
 
     async def _propose(self, command: cmd.Command) -> Any:
-        request_id = cmd.RequestId(self.member_id, self._nonce, next(self._counter))
-        data = cmd.encode_command(request_id, command)
-        if len(data) > self.config.max_request_bytes:
-            raise errors.RequestTooLarge()
-        result = await self.driver.propose(request_id, data)
+        result = await self.driver.propose_command(command)
         if result.error is not None:
             raise result.error
         return result.response
@@ -282,6 +279,45 @@ class NodeService:
         converted: api.CompactionResponse = self._convert(response)
         return converted
 
+    # --- leases ------------------------------------------------------------------------------
+
+    async def lease_grant(self, request: api.LeaseGrantRequest) -> api.LeaseGrantResponse:
+        if request.TTL > MAX_LEASE_TTL:
+            raise errors.LeaseTTLTooLarge()
+        ttl = max(request.TTL, self.config.min_lease_ttl)
+        # For ID 0 the proposing node picks the id before proposing, so every replica agrees.
+        lease_id = request.ID or self._lease_ids.randrange(1, 1 << 63)
+        response = await self._propose(cmd.LeaseGrant(id=lease_id, ttl=ttl))
+        return api.LeaseGrantResponse(header=self.header(response.revision), ID=lease_id, TTL=ttl)
+
+    async def lease_revoke(self, request: api.LeaseRevokeRequest) -> api.LeaseRevokeResponse:
+        response = await self._propose(cmd.LeaseRevoke(id=request.ID))
+        return api.LeaseRevokeResponse(header=self.header(response.revision))
+
+    async def lease_keepalive(self, request: api.LeaseKeepAliveRequest) -> api.LeaseKeepAliveResponse:
+        ttl = await self.driver.keepalive(request.ID) if request.ID else 0
+        return api.LeaseKeepAliveResponse(header=self.header(), ID=request.ID, TTL=ttl)
+
+    async def lease_time_to_live(
+        self, request: api.LeaseTimeToLiveRequest
+    ) -> api.LeaseTimeToLiveResponse:
+        remaining = await self.driver.time_to_live(request.ID)
+        granted = self.machine.leases.ttl(request.ID)
+        if remaining < 0 or granted is None:
+            return api.LeaseTimeToLiveResponse(header=self.header(), ID=request.ID, TTL=-1)
+        keys = self.machine.leases.keys(request.ID) if request.keys else ()
+        return api.LeaseTimeToLiveResponse(
+            header=self.header(), ID=request.ID, TTL=int(remaining), grantedTTL=granted, keys=keys
+        )
+
+    async def lease_leases(self, request: api.LeaseLeasesRequest) -> api.LeaseLeasesResponse:
+        return api.LeaseLeasesResponse(header=self.header(), leases=self.machine.leases.ids())
+
+    # --- watches -------------------------------------------------------------------------------
+
+    def watch_session(self) -> WatchSession:
+        return WatchSession(self)
+
     # --- cluster and maintenance ---------------------------------------------------------------
 
     def members(self) -> list[api.Member]:
@@ -316,3 +352,76 @@ class NodeService:
             raftTerm=status.term,
             raftAppliedIndex=status.applied,
         )
+
+
+def to_api_event(event: cmd.Event) -> api.Event:
+    return api.Event(
+        type=int(event.type), kv=to_api_kv(event.kv), prev_kv=_opt_kv(event.prev_kv)
+    )
+
+
+class WatchSession:
+    """One watch stream (an HTTP response or a websocket) on this node's ``WatchHub``.
+
+    Every call runs on the event loop thread, like the driver, so it never races an apply."""
+
+    def __init__(self, service: NodeService) -> None:
+        self._service = service
+        self._hub = service.driver.replica.watches
+        self._stream: WatchStream = self._hub.open_stream()
+        self.wakeup: asyncio.Event = service.driver.watch_wakeup(self._stream.stream_id)
+
+    def handle(self, request: api.WatchRequest) -> None:
+        """Apply one WatchRequest; ``{}`` is ignored."""
+        if request.create_request is not None:
+            c = request.create_request
+            self._hub.create(
+                self._stream,
+                key=c.key,
+                range_end=c.range_end,
+                start_revision=c.start_revision,
+                watch_id=c.watch_id,
+                prev_kv=c.prev_kv,
+                filters=tuple(c.filters),
+                progress_notify=c.progress_notify,
+                fragment=c.fragment,
+            )
+        elif request.cancel_request is not None:
+            self._hub.cancel(self._stream, request.cancel_request.watch_id)
+        elif request.progress_request is not None:
+            self._hub.request_progress(self._stream)
+
+    def fragmenting(self, watch_id: int) -> bool:
+        watcher = self._stream.watchers.get(watch_id)
+        return watcher is not None and watcher.fragment
+
+    def take(self) -> list[api.WatchResponse]:
+        """The messages queued for this stream, as API responses; drains its buffer."""
+        self.wakeup.clear()
+        messages = self._stream.pop_all()
+        if messages:
+            # The buffer has room again: watchers that fell behind may catch up now.
+            self._hub.sync(self._stream)
+        return [self._render(m) for m in messages]
+
+    def _render(self, m: WatchMessage) -> api.WatchResponse:
+        service = self._service
+        if m.revision:
+            header = service.header(m.revision)
+        else:
+            header = api.ResponseHeader(
+                cluster_id=service.cluster_id, member_id=service.member_id, raft_term=service._term()
+            )
+        return api.WatchResponse(
+            header=header,
+            watch_id=m.watch_id,
+            created=m.created,
+            canceled=m.canceled,
+            compact_revision=m.compact_revision,
+            cancel_reason=m.cancel_reason,
+            events=[to_api_event(e) for e in m.events],
+        )
+
+    def close(self) -> None:
+        self._hub.close_stream(self._stream)
+        self._service.driver.forget_watch_stream(self._stream.stream_id)

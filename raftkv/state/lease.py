@@ -104,3 +104,54 @@ class LeaseTable:
             LeaseInfo(i, self._leases[i].ttl, tuple(sorted(self._leases[i].keys)))
             for i in sorted(self._leases)
         ]
+
+
+class ExpiryTracker:
+    """Lease deadlines, kept by the leader only (not replicated; ARCHITECTURE.md §4.5).
+
+    Time is the caller's monotonic ``now`` (seconds). On promotion every known lease gets a full
+    TTL, so no lease expires early because leadership moved; ``demote`` forgets everything.
+    """
+
+    def __init__(self) -> None:
+        self._deadlines: dict[int, float] = {}
+        self._ttls: dict[int, int] = {}
+        self.active = False
+
+    def promote(self, now: float, leases: dict[int, int]) -> None:
+        self.active = True
+        self._ttls = dict(leases)
+        self._deadlines = {lease_id: now + ttl for lease_id, ttl in leases.items()}
+
+    def demote(self) -> None:
+        self.active = False
+        self._deadlines.clear()
+        self._ttls.clear()
+
+    def granted(self, lease_id: int, ttl: int, now: float) -> None:
+        if self.active:
+            self._ttls[lease_id] = ttl
+            self._deadlines[lease_id] = now + ttl
+
+    def forget(self, lease_id: int) -> None:
+        self._deadlines.pop(lease_id, None)
+        self._ttls.pop(lease_id, None)
+
+    def refresh(self, lease_id: int, now: float) -> int | None:
+        """Reset a live lease to a full TTL; None for an unknown lease or one already past its
+        deadline (its revoke may be in flight, so it must not be revived)."""
+        deadline = self._deadlines.get(lease_id)
+        if deadline is None or deadline <= now:
+            return None
+        ttl = self._ttls[lease_id]
+        self._deadlines[lease_id] = now + ttl
+        return ttl
+
+    def remaining(self, lease_id: int, now: float) -> float | None:
+        deadline = self._deadlines.get(lease_id)
+        return None if deadline is None else max(0.0, deadline - now)
+
+    def expired(self, now: float, limit: int) -> list[int]:
+        """Up to ``limit`` leases past their deadline, earliest first."""
+        due = sorted((d, lease_id) for lease_id, d in self._deadlines.items() if d <= now)
+        return [lease_id for _, lease_id in due[:limit]]

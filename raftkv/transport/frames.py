@@ -89,6 +89,30 @@ def decode_hello(payload: Any) -> Hello:
         raise FrameError(f"bad hello: {exc}") from exc
 
 
+def encode_lease_call(call_id: int, kind: str, lease_id: int) -> bytes:
+    return encode_frame(FrameKind.LEASE_CALL, [call_id, kind, lease_id])
+
+
+def encode_lease_reply(call_id: int, result: Any) -> bytes:
+    return encode_frame(FrameKind.LEASE_REPLY, [call_id, result])
+
+
+def decode_lease_call(payload: Any) -> tuple[int, str, int]:
+    try:
+        call_id, kind, lease_id = payload
+        return int(call_id), str(kind), int(lease_id)
+    except (ValueError, TypeError) as exc:
+        raise FrameError(f"bad lease call: {exc}") from exc
+
+
+def decode_lease_reply(payload: Any) -> tuple[int, Any]:
+    try:
+        call_id, result = payload
+        return int(call_id), result
+    except (ValueError, TypeError) as exc:
+        raise FrameError(f"bad lease reply: {exc}") from exc
+
+
 def decode_messages(payload: Any) -> list[Message]:
     try:
         return [message_from_obj(o) for o in payload]

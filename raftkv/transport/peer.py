@@ -1,7 +1,9 @@
 """``PeerTransport``: Raft messages between nodes over persistent TCP connections (asyncio).
 
 Owns: the peer listener; per peer one outgoing connection, a bounded queue and a sender task;
-reconnect with jittered exponential backoff; delivery of received batches to the node.
+reconnect with jittered exponential backoff; delivery of received batches to the node; forwarded
+lease calls (a follower's keepalive or TimeToLive sent to the leader, answered on the leader's
+own connection back, matched by call id).
 
 Must not: block or raise in ``send``; interpret messages beyond routing them. Data flows only
 from dialler to listener, so a one-way partition affects exactly one connection.
@@ -19,10 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from raftkv.raft.types import Message, MessageType
 from raftkv.transport.frames import (
@@ -33,8 +37,12 @@ from raftkv.transport.frames import (
     Hello,
     decode_body,
     decode_hello,
+    decode_lease_call,
+    decode_lease_reply,
     decode_messages,
     encode_hello,
+    encode_lease_call,
+    encode_lease_reply,
     encode_messages,
     frame_length,
 )
@@ -52,11 +60,12 @@ class _Peer:
         self.transport = transport
         self.peer_id = peer_id
         self.address = address
-        self.queue: deque[Message] = deque()
+        # Raft messages, or whole pre-encoded frames (lease calls and replies).
+        self.queue: deque[Message | bytes] = deque()
         self.wakeup = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
-    def enqueue(self, message: Message) -> bool:
+    def enqueue(self, message: Message | bytes) -> bool:
         if len(self.queue) >= self.transport.queue_limit:
             return False
         self.queue.append(message)
@@ -101,9 +110,11 @@ class _Peer:
                 await self.wakeup.wait()
             batch = list(self.queue)
             self.queue.clear()
-            writer.write(encode_messages(batch))
+            messages = [m for m in batch if isinstance(m, Message)]
+            frames = [m for m in batch if isinstance(m, bytes)]
+            writer.writelines([encode_messages(messages), *frames] if messages else frames)
             await writer.drain()
-            for m in batch:
+            for m in messages:
                 if m.type is MessageType.SNAP:
                     self.transport.on_snapshot_status(self.peer_id, True)
 
@@ -112,7 +123,7 @@ class _Peer:
         self.queue.clear()
         self.transport.on_unreachable(self.peer_id)
         for m in dropped:
-            if m.type is MessageType.SNAP:
+            if isinstance(m, Message) and m.type is MessageType.SNAP:
                 self.transport.on_snapshot_status(self.peer_id, False)
 
 
@@ -127,6 +138,7 @@ class PeerTransport:
         on_messages: Callable[[list[Message]], None],
         on_unreachable: Callable[[int], None],
         on_snapshot_status: Callable[[int, bool], None],
+        on_lease_call: Callable[[str, int], Awaitable[Any]] | None = None,
         queue_limit: int = 4096,
     ) -> None:
         self.node_id = node_id
@@ -135,7 +147,10 @@ class PeerTransport:
         self.on_messages = on_messages
         self.on_unreachable = on_unreachable
         self.on_snapshot_status = on_snapshot_status
+        self.on_lease_call = on_lease_call
         self.queue_limit = queue_limit
+        self._call_ids = itertools.count(1)
+        self._calls: dict[int, asyncio.Future[Any]] = {}
         self._peers = {pid: _Peer(self, pid, addr) for pid, addr in peers.items() if pid != node_id}
         self._server: asyncio.Server | None = None
         self._inbound: set[asyncio.Task[None]] = set()
@@ -171,6 +186,35 @@ class PeerTransport:
                 if m.type is MessageType.SNAP:
                     self.on_snapshot_status(m.to, False)
 
+    async def call(self, peer: int, kind: str, lease_id: int, timeout: float) -> Any:
+        """Forward a lease call to ``peer`` (the leader) and wait for its reply.
+
+        Raises ``TimeoutError`` (no reply in time) or ``ConnectionError`` (cannot queue it)."""
+        target = self._peers.get(peer)
+        if target is None:
+            raise ConnectionError(f"unknown peer {peer:x}")
+        call_id = next(self._call_ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._calls[call_id] = future
+        try:
+            if not target.enqueue(encode_lease_call(call_id, kind, lease_id)):
+                raise ConnectionError(f"queue to peer {peer:x} is full")
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self._calls.pop(call_id, None)
+
+    async def _answer_call(self, frm: int, call_id: int, kind: str, lease_id: int) -> None:
+        if self.on_lease_call is None:
+            return
+        try:
+            result = await self.on_lease_call(kind, lease_id)
+        except Exception as exc:  # the caller times out; the reason is logged here
+            log.info("forwarded %s for lease %d failed: %s", kind, lease_id, exc)
+            return
+        peer = self._peers.get(frm)
+        if peer is not None:
+            peer.enqueue(encode_lease_reply(call_id, result))
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if task is not None:
@@ -188,6 +232,16 @@ class PeerTransport:
                 kind, payload = await self._read_frame(reader)
                 if kind is FrameKind.MESSAGES:
                     self.on_messages(decode_messages(payload))
+                elif kind is FrameKind.LEASE_CALL:
+                    call_id, call_kind, lease_id = decode_lease_call(payload)
+                    task = asyncio.create_task(self._answer_call(hello.frm, call_id, call_kind, lease_id))
+                    self._inbound.add(task)
+                    task.add_done_callback(self._inbound.discard)
+                elif kind is FrameKind.LEASE_REPLY:
+                    call_id, result = decode_lease_reply(payload)
+                    future = self._calls.get(call_id)
+                    if future is not None and not future.done():
+                        future.set_result(result)
         except (asyncio.IncompleteReadError, ConnectionError, OSError, asyncio.CancelledError):
             pass  # the peer went away, or we are shutting down
         except FrameError as exc:

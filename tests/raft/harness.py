@@ -1,13 +1,14 @@
 """A tiny deterministic test network of ``Replica``s for the Raft core's unit tests.
 
-Owns: message delivery with optional drops/isolation, and a trivial state machine that records
-what it applied. It follows the Ready contract exactly (persist to ``MemoryStorage`` before
-sending ``messages_after_persist``). The full simulator lives in ``raftkv/sim``; this harness is
+Owns: message delivery with optional drops/isolation and a per-node "disk" holding exactly what
+the Ready contract persisted. Test commands are opaque byte strings, each stored as a Put of that
+key into the real ``StateMachine``, so ``commands(i)`` lists what node i applied, in order. The full simulator lives in ``raftkv/sim``; this harness is
 for small, readable tests of one rule each.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,35 +16,13 @@ from dataclasses import dataclass, field
 from raftkv.raft.storage import MemoryStorage
 from raftkv.raft.types import ConfState, HardState, Message, MessageType, Snapshot, SnapshotMeta
 from raftkv.replica import Applied, Replica, ReplicaConfig
+from raftkv.state.commands import Put, Range, RequestId, encode_command
+from raftkv.state.machine import StateMachine
 
 
-@dataclass(frozen=True, slots=True)
-class Result:
-    request_id: object | None
-
-
-class RecordingMachine:
-    """Applies opaque commands by recording them; snapshots are the list of applied commands."""
-
-    def __init__(self) -> None:
-        self.applied: list[tuple[int, bytes]] = []
-
-    def apply(self, index: int, term: int, data: bytes) -> Result:
-        if data:
-            self.applied.append((index, data))
-            return Result(request_id=data)
-        return Result(request_id=None)
-
-    def snapshot(self) -> bytes:
-        return repr(self.applied).encode()
-
-    def restore(self, data: bytes) -> None:
-        import ast
-
-        self.applied = ast.literal_eval(data.decode())
-
-    def commands(self) -> list[bytes]:
-        return [d for _, d in self.applied]
+def command(data: bytes, counter: int) -> bytes:
+    """An opaque test command: a Put of key ``data`` with a unique request id."""
+    return encode_command(RequestId(1, 1, counter), Put(key=data, value=data))
 
 
 @dataclass
@@ -75,7 +54,8 @@ class Network:
         self.unsafe = unsafe
         self.disks = {i: Durable(snapshot=self._boot_snapshot()) for i in self.ids}
         self.nodes: dict[int, Replica] = {}
-        self.machines: dict[int, RecordingMachine] = {}
+        self.machines: dict[int, StateMachine] = {}
+        self._counter = itertools.count(1)
         self.queue: list[Message] = []
         self.cut: set[tuple[int, int]] = set()
         self.down: set[int] = set()
@@ -85,7 +65,9 @@ class Network:
             self._start(i)
 
     def _boot_snapshot(self) -> Snapshot:
-        return Snapshot(meta=SnapshotMeta(index=0, term=0, conf_state=self.conf), data=b"[]")
+        return Snapshot(
+            meta=SnapshotMeta(index=0, term=0, conf_state=self.conf), data=StateMachine.empty_snapshot()
+        )
 
     def _start(self, i: int) -> None:
         disk = self.disks[i]
@@ -93,7 +75,7 @@ class Network:
         storage.apply_snapshot(disk.snapshot)
         storage.append([e for e in disk.entries if e.index > disk.snapshot.meta.index])
         storage.set_hard_state(disk.hard_state)
-        machine = RecordingMachine()
+        machine = StateMachine()
         self.machines[i] = machine
         config = ReplicaConfig(
             node_id=i,
@@ -170,9 +152,16 @@ class Network:
         self.nodes[i].campaign()
         self.stabilize()
 
+    def cmd(self, data: bytes) -> bytes:
+        return command(data, next(self._counter))
+
     def propose(self, i: int, data: bytes) -> None:
-        self.nodes[i].propose(data)
+        self.nodes[i].propose(self.cmd(data))
         self.stabilize()
+
+    def commands(self, i: int) -> list[bytes]:
+        everything = self.machines[i].kv.range(Range(key=b"\x00", range_end=b"\x00"))
+        return [kv.key for kv in sorted(everything.kvs, key=lambda kv: kv.create_revision)]
 
     def isolate(self, i: int) -> None:
         for j in self.ids:

@@ -223,7 +223,7 @@ def test_conflicting_follower_log_is_repaired() -> None:
     # 1 is cut off and keeps appending entries nobody else has.
     net.isolate(1)
     for k in range(5):
-        net.nodes[1].propose(b"lost%d" % k)
+        net.nodes[1].propose(net.cmd(b"lost%d" % k))
         net.stabilize()
     net.tick_all(40)
     leader = net.leader()
@@ -232,7 +232,7 @@ def test_conflicting_follower_log_is_repaired() -> None:
     net.heal()
     net.tick_all(5)
     for i in net.ids:
-        assert net.machines[i].commands() == [b"a", b"b"]
+        assert net.commands(i) == [b"a", b"b"]
 
 
 def test_duplicate_and_reordered_appends_do_not_truncate() -> None:
@@ -247,7 +247,7 @@ def test_duplicate_and_reordered_appends_do_not_truncate() -> None:
     net.nodes[2].step(old_app)
     net.stabilize()
     assert net.nodes[2].status().last_index == last_before
-    assert net.machines[2].commands() == [b"a", b"b", b"c"]
+    assert net.commands(2) == [b"a", b"b", b"c"]
 
 
 def test_stale_append_response_does_not_move_progress() -> None:
@@ -276,7 +276,7 @@ def test_fast_backtracking_uses_few_probes() -> None:
     net.tick_all(3)
     rejects = [m for m in net.sent if m.type is MessageType.APP_RESP and m.frm == 3 and m.reject]
     assert len(rejects) <= 2
-    assert net.machines[3].commands() == net.machines[1].commands()
+    assert net.commands(3) == net.commands(1)
 
 
 # --- §5.4.2 commitment (figure 8) --------------------------------------------------------------
@@ -323,13 +323,13 @@ def test_follower_forwards_proposals_to_leader() -> None:
     net = Network(3)
     net.elect(1)
     net.propose(3, b"from3")
-    assert all(net.machines[i].commands() == [b"from3"] for i in net.ids)
+    assert all(net.commands(i) == [b"from3"] for i in net.ids)
 
 
 def test_proposal_without_leader_fails_at_once() -> None:
     net = Network(3)
     with pytest.raises(ProposalDropped):
-        net.nodes[2].propose(b"x")
+        net.nodes[2].propose(net.cmd(b"x"))
 
 
 def test_refuses_local_message_types_from_network() -> None:
@@ -423,7 +423,7 @@ def test_lagging_follower_is_caught_up_by_snapshot() -> None:
     net.restart(3)
     net.tick_all(5)
     assert any(m.type is MessageType.SNAP and m.to == 3 for m in net.sent)
-    assert net.machines[3].commands() == net.machines[1].commands()
+    assert net.commands(3) == net.commands(1)
     assert net.nodes[3].status().applied == net.nodes[1].status().applied
 
 
@@ -436,7 +436,7 @@ def test_restart_from_snapshot_and_log_reapplies_nothing_twice() -> None:
     net.crash(2)
     net.restart(2)
     net.tick_all(3)
-    assert net.machines[2].commands() == [b"v%d" % k for k in range(12)]
+    assert net.commands(2) == [b"v%d" % k for k in range(12)]
 
 
 def test_append_below_snapshot_is_not_a_conflict() -> None:
