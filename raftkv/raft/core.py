@@ -454,8 +454,8 @@ class Raft:
             if not self.tracker.quorum_active(self.id):
                 self.logger.debug("%d stepped down: no quorum active", self.id)
                 self.become_follower(self.term, NONE)
-            for node_id, pr in self.tracker.progress.items():
-                pr.recent_active = node_id == self.id
+            for node_id, progress in self.tracker.progress.items():
+                progress.recent_active = node_id == self.id
             return
         if kind is MessageType.PROP:
             self._leader_propose(m)

@@ -34,9 +34,16 @@ def entry_to_obj(e: Entry) -> list[Any]:
     return [e.term, e.index, int(e.type), e.data]
 
 
+def _malformed(what: str, exc: Exception) -> ValueError:
+    return ValueError(f"malformed {what}: {exc}")
+
+
 def entry_from_obj(o: Any) -> Entry:
-    term, index, kind, data = o
-    return Entry(term=term, index=index, type=EntryType(kind), data=data)
+    try:
+        term, index, kind, data = o
+        return Entry(term=term, index=index, type=EntryType(kind), data=data)
+    except (TypeError, ValueError) as exc:
+        raise _malformed("entry", exc) from exc
 
 
 def conf_state_to_obj(cs: ConfState) -> list[Any]:
@@ -44,8 +51,11 @@ def conf_state_to_obj(cs: ConfState) -> list[Any]:
 
 
 def conf_state_from_obj(o: Any) -> ConfState:
-    voters, learners = o
-    return ConfState(voters=tuple(voters), learners=tuple(learners))
+    try:
+        voters, learners = o
+        return ConfState(voters=tuple(voters), learners=tuple(learners))
+    except (TypeError, ValueError) as exc:
+        raise _malformed("conf state", exc) from exc
 
 
 def snapshot_meta_to_obj(m: SnapshotMeta) -> list[Any]:
@@ -53,8 +63,11 @@ def snapshot_meta_to_obj(m: SnapshotMeta) -> list[Any]:
 
 
 def snapshot_meta_from_obj(o: Any) -> SnapshotMeta:
-    index, term, cs = o
-    return SnapshotMeta(index=index, term=term, conf_state=conf_state_from_obj(cs))
+    try:
+        index, term, cs = o
+        return SnapshotMeta(index=index, term=term, conf_state=conf_state_from_obj(cs))
+    except (TypeError, ValueError) as exc:
+        raise _malformed("snapshot meta", exc) from exc
 
 
 def hard_state_to_obj(hs: HardState) -> list[int]:
@@ -62,8 +75,11 @@ def hard_state_to_obj(hs: HardState) -> list[int]:
 
 
 def hard_state_from_obj(o: Any) -> HardState:
-    term, vote, commit = o
-    return HardState(term=term, vote=vote, commit=commit)
+    try:
+        term, vote, commit = o
+        return HardState(term=term, vote=vote, commit=commit)
+    except (TypeError, ValueError) as exc:
+        raise _malformed("hard state", exc) from exc
 
 
 def message_to_obj(m: Message) -> list[Any]:

@@ -322,9 +322,9 @@ class NodeDriver:
         self._send(work.messages_after_persist)
         applied = self.replica.finish_ready(work, self._clock())
         for request_id, result in applied.results:
-            future = self._pending.get(request_id)  # type: ignore[call-overload]
+            future = self._pending.get(request_id)
             if future is not None and not future.done():
-                future.set_result(result)  # type: ignore[arg-type]
+                future.set_result(result)
         for token in applied.reads_ready:
             if isinstance(token, asyncio.Future) and not token.done():
                 token.set_result(None)

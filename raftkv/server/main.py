@@ -102,7 +102,7 @@ def node(config_file: str | None, **values: Any) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        import uvloop  # optional speed-up, used only when installed
+        import uvloop  # type: ignore[import-not-found, unused-ignore]  # optional speed-up
 
         uvloop.install()
     except ImportError:
@@ -140,10 +140,13 @@ def dev_cluster(data_dir: str) -> None:
         ]
         procs.append(subprocess.Popen(args))
     endpoints = ",".join(f"http://127.0.0.1:{c}" for _, c, _ in DEV_NODES)
-    click.echo(f"raftkv dev cluster: 3 nodes, client endpoints {endpoints}")
+    click.echo(f"raftkv dev cluster: 3 nodes, data under {data_dir}/")
+    click.echo(f"  endpoints: {endpoints}")
     click.echo("  put: curl -s http://127.0.0.1:2379/v3/kv/put -d '{\"key\":\"Zm9v\",\"value\":\"YmFy\"}'")
     click.echo("  get: curl -s http://127.0.0.1:22379/v3/kv/range -d '{\"key\":\"Zm9v\"}'")
-    click.echo("  (keys and values are base64: Zm9v = foo, YmFy = bar). Ctrl-C stops all three.")
+    click.echo("  (keys and values are base64: Zm9v = foo, YmFy = bar)")
+    click.echo(f"  raftkvctl: .venv/bin/raftkvctl --endpoints {endpoints} get foo")
+    click.echo("  Ctrl-C stops all three nodes.")
 
     def stop(*_: object) -> None:
         for p in procs:
