@@ -133,6 +133,10 @@ class Replica:
         """Propose a command; raises ``ProposalDropped`` when it cannot reach a leader now."""
         self.raw.propose(data)
 
+    def propose_many(self, datas: list[bytes]) -> None:
+        """Propose commands together (one message, one append); all or none is dropped."""
+        self.raw.propose_many(datas)
+
     def read(self, token: object) -> None:
         """Queue a linearizable read; ``token`` comes back in ``Applied.reads_ready`` or ``reads_failed``."""
         if "local_reads" in self.config.unsafe:

@@ -150,10 +150,14 @@ class RawNode:
 
     def propose(self, data: bytes) -> None:
         """Propose ``data``; raises ``ProposalDropped`` if it cannot be (no leader, transfer...)."""
+        self.propose_many([data])
+
+    def propose_many(self, datas: list[bytes]) -> None:
+        """Propose several commands as one message, so the leader replicates them together.
+        All or none: raises ``ProposalDropped`` if they cannot be proposed."""
         self._check_idle()
-        self.raft.step(
-            Message(type=MessageType.PROP, frm=self.raft.id, entries=(Entry(term=0, index=0, data=data),))
-        )
+        entries = tuple(Entry(term=0, index=0, data=data) for data in datas)
+        self.raft.step(Message(type=MessageType.PROP, frm=self.raft.id, entries=entries))
 
     def propose_conf_change(self, change: ConfChange, data: bytes) -> None:
         """Propose a membership change; ``data`` is its encoding, decoded again at apply time."""

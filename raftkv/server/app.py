@@ -77,7 +77,7 @@ async def serve(config: ServerConfig) -> int:
     driver_box.append(driver)
     service = NodeService(config=config, driver=driver, machine=node.machine)
 
-    app = web.Application(client_max_size=config.max_request_bytes + 4 * v3.GRPC_OVERHEAD)
+    app = web.Application(client_max_size=2 * (config.max_request_bytes + v3.GRPC_OVERHEAD))
     v3.add_routes(app, service, max_request_bytes=config.max_request_bytes, version=VERSION)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
 

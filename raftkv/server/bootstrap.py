@@ -18,9 +18,19 @@ from raftkv.raft.types import ConfState
 from raftkv.replica import Replica, ReplicaConfig
 from raftkv.server.config import ServerConfig
 from raftkv.state.machine import StateMachine
-from raftkv.storage.disk import DiskStorage, NodeMeta
+from raftkv.storage.disk import DiskStorage, FileOps, NodeMeta
 
 REPLICA_FLAGS = {"no_noop", "commit_old_term", "no_prevote_checkquorum", "local_reads"}
+
+
+class NoFsyncOps(FileOps):
+    """The ``no_fsync`` canary (test harness only): data reaches the page cache, never the disk."""
+
+    def fsync(self, fd: int) -> None:
+        pass
+
+    def fsync_dir(self, path: str) -> None:
+        pass
 
 
 @dataclass(slots=True)
@@ -38,9 +48,12 @@ def open_node(config: ServerConfig) -> Node:
         Path(path).mkdir(parents=True, exist_ok=True)
         voters = tuple(sorted(config.member_ids().values()))
         DiskStorage.bootstrap(path, meta, ConfState(voters=voters), StateMachine.empty_snapshot())
-    disk, recovered = DiskStorage.open(path, expect=meta)
     unsafe = frozenset(config.unsafe)
-    machine = StateMachine(unsafe_no_dedup="no_dedup" in unsafe)
+    file_ops = NoFsyncOps() if "no_fsync" in unsafe else None
+    disk, recovered = DiskStorage.open(path, expect=meta, file_ops=file_ops)
+    machine = StateMachine(
+        unsafe_no_dedup="no_dedup" in unsafe, unsafe_stale_revoke="stale_revoke" in unsafe
+    )
     replica = Replica(
         ReplicaConfig(
             node_id=config.member_id,

@@ -31,6 +31,7 @@ from typing import Any
 
 from raftkv.errors import (
     LeaderChanged,
+    MessageTooLarge,
     NoLeader,
     ProposalDropped,
     RaftkvError,
@@ -49,6 +50,7 @@ from raftkv.storage.disk import DiskStorage
 log = logging.getLogger("raftkv.driver")
 
 MAX_PENDING = 5000
+GRPC_OVERHEAD = 512 * 1024  # etcd's gRPC receive limit is --max-request-bytes plus this
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,9 @@ class NodeDriver:
         self._inbox: deque[tuple[str, Any]] = deque()
         self._wakeup = asyncio.Event()
         self._pending: dict[RequestId, asyncio.Future[ApplyResult]] = {}
+        # Futures in the order they were created, with their deadlines (all requests share one
+        # timeout, so this is also deadline order): expired by the owner task at each tick.
+        self._deadlines: deque[tuple[float, asyncio.Future[Any]]] = deque()
         self._task: asyncio.Task[None] | None = None
         self.failure: BaseException | None = None
         self.stopped = asyncio.Event()
@@ -136,15 +141,13 @@ class NodeDriver:
         self._check_running()
         if len(self._pending) >= self.settings.max_pending:
             raise TooManyRequests()
-        future: asyncio.Future[ApplyResult] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[ApplyResult] = self._new_future()
         # Registered before proposing, so an apply can never outrun its waiter.
         self._pending[request_id] = future
         self._inbox.append(("propose", (request_id, data)))
         self._wakeup.set()
         try:
-            return await asyncio.wait_for(asyncio.shield(future), self.settings.request_timeout)
-        except TimeoutError:
-            raise Timeout() from None
+            return await future
         finally:
             self._pending.pop(request_id, None)
 
@@ -156,7 +159,12 @@ class NodeDriver:
         ``RequestTooLarge`` when its encoding exceeds ``--max-request-bytes``."""
         request_id = self.next_request_id()
         data = encode_command(request_id, command)
-        if len(data) > self.settings.max_request_bytes:
+        limit = self.settings.max_request_bytes
+        if len(data) > limit + GRPC_OVERHEAD:
+            raise MessageTooLarge(
+                f"grpc: received message larger than max ({len(data)} vs. {limit + GRPC_OVERHEAD})"
+            )
+        if len(data) > limit:
             raise RequestTooLarge()
         return await self.propose(request_id, data)
 
@@ -222,13 +230,23 @@ class NodeDriver:
 
         Raises ``NoLeader`` / ``LeaderChanged`` (safe to retry) or ``Timeout``."""
         self._check_running()
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[None] = self._new_future()
         self._inbox.append(("read", future))
         self._wakeup.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(future), self.settings.request_timeout)
-        except TimeoutError:
-            raise Timeout() from None
+        await future
+
+    def _new_future(self) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._deadlines.append((self._clock() + self.settings.request_timeout, future))
+        return future
+
+    def _expire(self, now: float) -> None:
+        """Fail requests past their deadline with ``Timeout`` (their outcome is unknown)."""
+        deadlines = self._deadlines
+        while deadlines and (deadlines[0][0] <= now or deadlines[0][1].done()):
+            _, future = deadlines.popleft()
+            if not future.done():
+                future.set_exception(Timeout())
 
     def _check_running(self) -> None:
         if self.failure is not None or self.stopped.is_set():
@@ -264,6 +282,7 @@ class NodeDriver:
                 self._wakeup.clear()
                 now = self._clock()
                 if now >= next_tick:
+                    self._expire(now)
                     self.replica.tick()
                     # After a stall, tick once and resynchronise rather than firing a burst.
                     next_tick = max(next_tick + self.settings.tick_seconds, now)
@@ -288,6 +307,7 @@ class NodeDriver:
     def _drain_inbox(self) -> None:
         inbox = self._inbox
         replica = self.replica
+        proposals: list[tuple[RequestId, bytes]] = []
         while inbox:
             kind, item = inbox.popleft()
             if kind == "step":
@@ -296,29 +316,39 @@ class NodeDriver:
                 except ValueError as exc:
                     log.warning("dropping message %s: %s", item, exc)
             elif kind == "propose":
-                request_id, data = item
-                try:
-                    replica.propose(data)
-                except ProposalDropped:
-                    future = self._pending.pop(request_id, None)
-                    if future is not None and not future.done():
-                        future.set_exception(NoLeader())
+                proposals.append(item)
             elif kind == "read":
                 replica.read(item)
             elif kind == "unreachable":
                 replica.report_unreachable(item)
             elif kind == "snapshot_status":
                 replica.report_snapshot(*item)
+        if proposals:
+            self._propose_batch(proposals)
+
+    def _propose_batch(self, proposals: list[tuple[RequestId, bytes]]) -> None:
+        """Everything proposed since the last cycle goes to Raft as one message: one append per
+        follower and one fsync for the whole batch (group commit)."""
+        try:
+            self.replica.propose_many([data for _, data in proposals])
+        except ProposalDropped:
+            for request_id, _ in proposals:
+                future = self._pending.pop(request_id, None)
+                if future is not None and not future.done():
+                    future.set_exception(NoLeader())
 
     async def _cycle(self) -> None:
         work = self.replica.begin_ready()
         if work is None:
             return
         self._send(work.messages)
-        if work.snapshot is not None or work.entries or work.hard_state is not None:
+        if work.must_sync:
             await asyncio.to_thread(
                 self.disk.save, work.hard_state, work.entries, work.snapshot, work.must_sync
             )
+        elif work.hard_state is not None:
+            # Only the commit index moved: a small page-cache write, cheaper inline than a thread hop.
+            self.disk.save(work.hard_state, work.entries, work.snapshot, False)
         self._send(work.messages_after_persist)
         applied = self.replica.finish_ready(work, self._clock())
         for request_id, result in applied.results:

@@ -66,8 +66,10 @@ class ApplyResult:
 class StateMachine:
     """Applies committed entries deterministically; see the module docstring for the contract."""
 
-    def __init__(self, *, unsafe_no_dedup: bool = False) -> None:
+    def __init__(self, *, unsafe_no_dedup: bool = False, unsafe_stale_revoke: bool = False) -> None:
         self.unsafe_no_dedup = unsafe_no_dedup
+        # Canary: apply expiry revokes whatever leader term decided them.
+        self.unsafe_stale_revoke = unsafe_stale_revoke
         self.applied_index = 0
         self.kv = KVStore()
         self.leases = LeaseTable()
@@ -133,7 +135,7 @@ class StateMachine:
             self.leases.grant(cmd.id, cmd.ttl)
             response = LeaseGrantResponse(kv.revision, cmd.id, cmd.ttl)
         else:
-            if cmd.leader_term and cmd.leader_term != term:
+            if cmd.leader_term and cmd.leader_term != term and not self.unsafe_stale_revoke:
                 # An expiry decided by a leader of another term (e.g. a deposed leader's revoke
                 # forwarded to its successor): that leader's deadlines no longer count.
                 self.stale_revokes_ignored += 1

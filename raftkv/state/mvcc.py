@@ -31,7 +31,7 @@ Invariants:
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from operator import itemgetter
 from typing import Any
 
@@ -315,8 +315,23 @@ class KVStore:
             return _compare_one(c, (0, 0, 0, b"", 0))
         return all(_compare_one(c, r) for r in recs)
 
-    def _txn(self, req: Txn, lease_alive: LeaseAlive | None) -> TxnResponse:
+    def _choose_path(self, req: Txn, decisions: list[bool]) -> None:
+        """Decide every txn on the executed path, nested ones included, against the state before
+        the txn starts (etcd's compareToPath), in the pre-order ``_txn`` consumes them."""
         succeeded = all(self._compare(c) for c in req.compare)
+        decisions.append(succeeded)
+        for op in req.success if succeeded else req.failure:
+            if isinstance(op, Txn):
+                self._choose_path(op, decisions)
+
+    def _txn(
+        self, req: Txn, lease_alive: LeaseAlive | None, decisions: Iterator[bool] | None = None
+    ) -> TxnResponse:
+        if decisions is None:
+            path: list[bool] = []
+            self._choose_path(req, path)
+            decisions = iter(path)
+        succeeded = next(decisions)
         responses: list[RangeResponse | PutResponse | DeleteRangeResponse | TxnResponse] = []
         for op in req.success if succeeded else req.failure:
             if isinstance(op, Range):
@@ -326,7 +341,7 @@ class KVStore:
             elif isinstance(op, DeleteRange):
                 responses.append(self._delete_range(op))
             else:
-                responses.append(self._txn(op, lease_alive))
+                responses.append(self._txn(op, lease_alive, decisions))
         return TxnResponse(self._visible_rev(), succeeded, tuple(responses))
 
     def _run(self, fn: Callable[[], Any]) -> tuple[Any, tuple[Event, ...]]:

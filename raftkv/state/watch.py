@@ -61,6 +61,9 @@ class Watcher:
     fragment: bool = False
     synced: bool = True
     idle: bool = True  # no event since the last progress notification
+    # Created to start exactly at the compact revision, which API.md allows; any other watcher
+    # that needs the compact revision itself is cancelled (its tombstones and prev_kv are gone).
+    starts_at_compaction: bool = False
 
     def matches(self, key: bytes) -> bool:
         end = self.range_end
@@ -177,6 +180,7 @@ class WatchHub:
             progress_notify=progress_notify,
             fragment=fragment,
         )
+        watcher.starts_at_compaction = 0 < start_revision == self._kv.compact_revision
         stream.watchers[watch_id] = watcher
         self._emit(stream, WatchMessage(watch_id, current, created=True))
         if watcher.next_revision <= current:
@@ -243,14 +247,19 @@ class WatchHub:
     def _catch_up(self, stream: WatchStream, watcher: Watcher) -> None:
         current = self._kv.revision
         while not stream.full():
-            try:
-                history = self._kv.history(watcher.key, watcher.range_end, watcher.next_revision)
-            except errors.Compacted:
-                compact = self._kv.compact_revision
+            compact = self._kv.compact_revision
+            needs_compacted = watcher.next_revision < compact or (
+                watcher.next_revision == compact and not watcher.starts_at_compaction
+            )
+            if needs_compacted:
                 stream.watchers.pop(watcher.watch_id, None)
                 self.cancelled_compacted += 1
                 self._emit(stream, WatchMessage(watcher.watch_id, 0, canceled=True, compact_revision=compact))
                 return
+            try:
+                history = self._kv.history(watcher.key, watcher.range_end, watcher.next_revision)
+            except errors.Compacted:  # pragma: no cover - excluded by the check above
+                raise errors.InvariantViolation("watch history below the compact revision") from None
             batch = _whole_revisions(watcher.select(history), CATCH_UP_EVENTS)
             if not batch:
                 watcher.next_revision = current + 1
@@ -259,6 +268,7 @@ class WatchHub:
             self._emit(stream, WatchMessage(watcher.watch_id, current, batch))
             watcher.next_revision = batch[-1].kv.mod_revision + 1
             watcher.idle = False
+            watcher.starts_at_compaction = False
 
     def _maybe_progress(self, stream: WatchStream) -> None:
         if not stream.progress_pending or stream.full():

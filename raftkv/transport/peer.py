@@ -64,6 +64,7 @@ class _Peer:
         self.queue: deque[Message | bytes] = deque()
         self.wakeup = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        self.connected = False
 
     def enqueue(self, message: Message | bytes) -> bool:
         if len(self.queue) >= self.transport.queue_limit:
@@ -91,10 +92,12 @@ class _Peer:
                 )
                 await writer.drain()
                 backoff = BACKOFF_MIN
+                self.connected = True
                 await self._pump(writer)
             except (OSError, ConnectionError, FrameError) as exc:
                 log.debug("peer %x: connection lost: %s", self.peer_id, exc)
             finally:
+                self.connected = False
                 if writer is not None:
                     writer.close()
                     with contextlib.suppress(Exception):
@@ -191,8 +194,9 @@ class PeerTransport:
 
         Raises ``TimeoutError`` (no reply in time) or ``ConnectionError`` (cannot queue it)."""
         target = self._peers.get(peer)
-        if target is None:
-            raise ConnectionError(f"unknown peer {peer:x}")
+        if target is None or not target.connected:
+            # Fail fast so the caller can retry elsewhere instead of waiting out its timeout.
+            raise ConnectionError(f"no connection to peer {peer:x}")
         call_id = next(self._call_ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._calls[call_id] = future

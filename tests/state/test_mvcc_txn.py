@@ -159,7 +159,9 @@ def test_later_ops_see_earlier_ops(store: KVStore) -> None:
     assert store.range(Range(b"zoo", revision=4)).kvs[0].value == b"z"
 
 
-def test_nested_txn_evaluates_when_reached(store: KVStore) -> None:
+def test_nested_txn_compares_see_the_state_before_the_txn(store: KVStore) -> None:
+    """etcd decides every txn on the path, nested ones too, before any op runs (compareToPath):
+    the parent's earlier put does not make the nested compare true."""
     inner = Txn(
         (Compare(EQ, VALUE, b"foo", value=b"changed"),),
         (Put(b"inner", b"yes"),),
@@ -168,8 +170,8 @@ def test_nested_txn_evaluates_when_reached(store: KVStore) -> None:
     resp, events = store.txn(Txn((), (Put(b"foo", b"changed"), inner), ()))
     assert resp.succeeded and resp.revision == 5
     nested = resp.responses[1]
-    assert nested.succeeded and nested.revision == 5  # type: ignore[union-attr]
-    assert store.get(b"inner").value == b"yes"  # type: ignore[union-attr]
+    assert not nested.succeeded and nested.revision == 5  # type: ignore[union-attr]
+    assert store.get(b"inner").value == b"no"  # type: ignore[union-attr]
     assert len(events) == 2
 
 
