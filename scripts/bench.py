@@ -10,6 +10,7 @@ fsync per record and with group commit (one ``save`` of N entries plus a hard st
 from __future__ import annotations
 
 import argparse
+import importlib
 import shutil
 import sys
 import tempfile
@@ -102,8 +103,25 @@ def add_storage_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.set_defaults(func=storage)
 
 
+def add_kv_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "kv",
+        help="put and linearizable range vs etcd 3.4 with wrk (options: scripts/bench kv -- --help)",
+        add_help=False,
+    )
+    p.set_defaults(func=lambda args: _delegate("bench_kv", args.rest), takes_rest=True)
+
+
+def _delegate(module: str, argv: list[str]) -> int:
+    """Run a benchmark that lives in its own script (scripts/<module>.py) with its own options."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    result: int = importlib.import_module(module).main(argv)
+    return result
+
+
 COMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
     add_storage_parser,
+    add_kv_parser,
 )
 
 
@@ -112,7 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for add in COMMANDS:
         add(sub)
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if rest and not getattr(args, "takes_rest", False):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.rest = rest
     result: int = args.func(args)
     return result
 

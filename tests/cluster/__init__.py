@@ -1,0 +1,1 @@
+"""Tier c: real raftkv processes on loopback (TESTING.md §4.3)."""

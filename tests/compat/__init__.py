@@ -1,0 +1,1 @@
+"""etcd v3 JSON API compatibility tests against real raftkv (and etcd) processes."""
