@@ -5,9 +5,10 @@ the driver task, the client listeners (aiohttp), signal handling (SIGTERM and SI
 cleanly) and shutdown in reverse order. A driver failure (e.g. a failed fsync) stops the node
 with a non-zero exit status.
 
-Test hook: with ``RAFTKV_TEST=1``, ``RAFTKV_TEST_PEER_DIAL=<id-hex>=host:port,...`` makes this
-node dial those addresses instead of the peers' advertised URLs (the fault harness's proxies);
-member ids and URLs stay unchanged.
+Test hooks (honoured only with ``RAFTKV_TEST=1``): ``RAFTKV_TEST_PEER_DIAL=<id-hex>=host:port,...``
+makes this node dial those addresses instead of the peers' advertised URLs (the fault harness's
+proxies; member ids and URLs stay unchanged); ``RAFTKV_TEST_CLOCK_RATE`` / ``_OFFSET`` scale and
+shift the driver's clock; ``RAFTKV_TEST_DISK`` is read by ``bootstrap``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import contextlib
 import logging
 import os
 import signal
+import time
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -28,6 +31,17 @@ from raftkv.server.service import VERSION, NodeService
 from raftkv.transport.peer import Address, PeerTransport
 
 log = logging.getLogger("raftkv.server")
+
+
+def driver_clock() -> Callable[[], float]:
+    """The driver's monotonic clock; the fault harness may scale and shift it
+    (``RAFTKV_TEST_CLOCK_RATE``, ``RAFTKV_TEST_CLOCK_OFFSET``, with ``RAFTKV_TEST=1``)."""
+    if os.environ.get("RAFTKV_TEST") != "1":
+        return time.monotonic
+    rate = float(os.environ.get("RAFTKV_TEST_CLOCK_RATE", "1"))
+    offset = float(os.environ.get("RAFTKV_TEST_CLOCK_OFFSET", "0"))
+    start = time.monotonic()
+    return lambda: start + offset + (time.monotonic() - start) * rate
 
 
 def peer_addresses(config: ServerConfig) -> dict[int, Address]:
@@ -61,6 +75,7 @@ async def serve(config: ServerConfig) -> int:
         replica=node.replica,
         disk=node.disk,
         send=transport.send,
+        clock=driver_clock(),
         settings=DriverSettings(
             tick_seconds=config.heartbeat_interval / 1000,
             request_timeout=config.request_timeout,

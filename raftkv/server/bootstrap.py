@@ -10,6 +10,8 @@ Must not: start any task or socket; it returns the pieces the app wires together
 
 from __future__ import annotations
 
+import errno
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,61 @@ class NoFsyncOps(FileOps):
         pass
 
 
+class LazyDiskOps(FileOps):
+    """Test shim ``RAFTKV_TEST_DISK=lazy``: writes stay in this process until fsync, so a
+    ``kill -9`` loses exactly the unsynced data, as a power cut would lose the page cache."""
+
+    def __init__(self, inner: FileOps) -> None:
+        self._inner = inner
+        self._pending: dict[int, list[bytes]] = {}
+
+    def write(self, fd: int, data: bytes | bytearray | memoryview) -> None:
+        self._pending.setdefault(fd, []).append(bytes(data))
+
+    def _flush(self, fd: int) -> None:
+        for chunk in self._pending.pop(fd, []):
+            self._inner.write(fd, chunk)
+
+    def fsync(self, fd: int) -> None:
+        self._flush(fd)
+        self._inner.fsync(fd)
+
+    def truncate(self, fd: int, length: int) -> None:
+        self._flush(fd)
+        self._inner.truncate(fd, length)
+
+    def close(self, fd: int) -> None:
+        self._pending.pop(fd, None)  # never synced: lost, as after a crash
+        self._inner.close(fd)
+
+
+class EnospcOps(FileOps):
+    """Test shim ``RAFTKV_TEST_DISK=enospc_after:<bytes>``: the disk is full after that many bytes."""
+
+    def __init__(self, inner: FileOps, budget: int) -> None:
+        self._inner = inner
+        self._budget = budget
+
+    def write(self, fd: int, data: bytes | bytearray | memoryview) -> None:
+        if len(data) > self._budget:
+            raise OSError(errno.ENOSPC, "No space left on device (test shim)")
+        self._budget -= len(data)
+        self._inner.write(fd, data)
+
+
+def file_ops_for(unsafe: frozenset[str]) -> FileOps | None:
+    """The file operations the test hooks ask for (``RAFTKV_TEST=1`` only), else None."""
+    ops: FileOps | None = NoFsyncOps() if "no_fsync" in unsafe else None
+    if os.environ.get("RAFTKV_TEST") != "1":
+        return ops
+    mode = os.environ.get("RAFTKV_TEST_DISK", "")
+    if mode == "lazy":
+        return LazyDiskOps(ops or FileOps())
+    if mode.startswith("enospc_after:"):
+        return EnospcOps(ops or FileOps(), int(mode.partition(":")[2]))
+    return ops
+
+
 @dataclass(slots=True)
 class Node:
     disk: DiskStorage
@@ -49,7 +106,7 @@ def open_node(config: ServerConfig) -> Node:
         voters = tuple(sorted(config.member_ids().values()))
         DiskStorage.bootstrap(path, meta, ConfState(voters=voters), StateMachine.empty_snapshot())
     unsafe = frozenset(config.unsafe)
-    file_ops = NoFsyncOps() if "no_fsync" in unsafe else None
+    file_ops = file_ops_for(unsafe)
     disk, recovered = DiskStorage.open(path, expect=meta, file_ops=file_ops)
     machine = StateMachine(
         unsafe_no_dedup="no_dedup" in unsafe, unsafe_stale_revoke="stale_revoke" in unsafe
