@@ -103,13 +103,19 @@ def add_storage_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.set_defaults(func=storage)
 
 
+def _add_delegated(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, module: str, help_text: str
+) -> None:
+    p = sub.add_parser(name, help=f"{help_text} (options: scripts/bench {name} --help)", add_help=False)
+    p.set_defaults(func=lambda args: _delegate(module, args.rest), takes_rest=True)
+
+
 def add_kv_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
-        "kv",
-        help="put and linearizable range vs etcd 3.4 with wrk (options: scripts/bench kv -- --help)",
-        add_help=False,
-    )
-    p.set_defaults(func=lambda args: _delegate("bench_kv", args.rest), takes_rest=True)
+    _add_delegated(sub, "kv", "bench_kv", "put and linearizable range vs etcd 3.4 with wrk")
+
+
+def add_watch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    _add_delegated(sub, "watch", "bench_watch", "watch fan-out and 10k kept-alive leases vs etcd 3.4")
 
 
 def _delegate(module: str, argv: list[str]) -> int:
@@ -122,6 +128,7 @@ def _delegate(module: str, argv: list[str]) -> int:
 COMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
     add_storage_parser,
     add_kv_parser,
+    add_watch_parser,
 )
 
 

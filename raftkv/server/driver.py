@@ -368,9 +368,10 @@ class NodeDriver:
             await asyncio.to_thread(self.disk.release, first_needed)
 
     def _fail_all(self, error: RaftkvError) -> None:
-        for future in self._pending.values():
+        for _, future in self._deadlines:
             if not future.done():
                 future.set_exception(error)
+        self._deadlines.clear()
         self._pending.clear()
         while self._inbox:
             kind, item = self._inbox.popleft()

@@ -3,7 +3,9 @@
 Owns: the byte layout of the peer protocol (ARCHITECTURE.md §4.8): every frame is
 ``u32 big-endian length | msgpack body`` with a body of at most ``MAX_FRAME_BYTES``; the body is
 ``[kind, payload]``. Kinds: ``HELLO`` (the dialler's first frame), ``MESSAGES`` (a batch of Raft
-messages), ``LEASE_CALL`` / ``LEASE_REPLY`` (forwarded lease calls, matched by call id).
+messages), ``LEASE_CALL`` / ``LEASE_REPLY`` (forwarded lease calls, matched by call id), and on a
+snapshot connection ``SNAP_META`` (the ``MsgSnap`` without its data, the data's length and CRC32)
+followed by ``SNAP_CHUNK`` frames of at most ``SNAPSHOT_CHUNK`` bytes.
 
 Invariants: decoding never raises anything but ``FrameError``; a frame over the limit or with an
 unknown kind is an error (the connection is closed); identity comes from ``Hello``, never from
@@ -14,7 +16,8 @@ from __future__ import annotations
 
 import enum
 import struct
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, replace
 from typing import Any
 
 from raftkv.raft.types import Message
@@ -34,10 +37,16 @@ class FrameKind(enum.IntEnum):
     MESSAGES = 2
     LEASE_CALL = 3
     LEASE_REPLY = 4
+    SNAP_META = 5
+    SNAP_CHUNK = 6
 
 
 class Purpose(enum.IntEnum):
     RAFT = 1
+    SNAPSHOT = 2
+
+
+SNAPSHOT_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +120,55 @@ def decode_lease_reply(payload: Any) -> tuple[int, Any]:
         return int(call_id), result
     except (ValueError, TypeError) as exc:
         raise FrameError(f"bad lease reply: {exc}") from exc
+
+
+def encode_snapshot(message: Message) -> list[bytes]:
+    """A ``MsgSnap`` as frames: its metadata, then its data in chunks (never one huge frame)."""
+    if message.snapshot is None:
+        raise FrameError("a snapshot message without a snapshot")
+    data = message.snapshot.data
+    bare = replace(message, snapshot=replace(message.snapshot, data=b""))
+    frames = [encode_frame(FrameKind.SNAP_META, [message_to_obj(bare), len(data), zlib.crc32(data)])]
+    for offset in range(0, len(data), SNAPSHOT_CHUNK):
+        frames.append(encode_frame(FrameKind.SNAP_CHUNK, data[offset : offset + SNAPSHOT_CHUNK]))
+    return frames
+
+
+class SnapshotAssembler:
+    """Rebuilds a ``MsgSnap`` from its frames; ``FrameError`` on a length or checksum mismatch."""
+
+    def __init__(self, meta_payload: Any) -> None:
+        try:
+            obj, length, crc = meta_payload
+            self.length = int(length)
+            self.crc = int(crc)
+            self.message = message_from_obj(obj)
+        except (ValueError, TypeError) as exc:
+            raise FrameError(f"bad snapshot metadata: {exc}") from exc
+        if self.message.snapshot is None:
+            raise FrameError("snapshot metadata without a snapshot")
+        self._parts: list[bytes] = []
+        self._received = 0
+
+    def add(self, chunk: Any) -> bool:
+        """Add one chunk; True once the whole snapshot arrived."""
+        if not isinstance(chunk, bytes) or self._received + len(chunk) > self.length:
+            raise FrameError("snapshot chunk beyond the announced length")
+        self._parts.append(chunk)
+        self._received += len(chunk)
+        return self._received == self.length
+
+    def done(self) -> bool:
+        return self._received == self.length
+
+    def result(self) -> Message:
+        data = b"".join(self._parts)
+        if zlib.crc32(data) != self.crc:
+            raise FrameError("snapshot checksum mismatch")
+        snapshot = self.message.snapshot
+        if snapshot is None:  # checked in __init__; kept for the type checker
+            raise FrameError("snapshot metadata without a snapshot")
+        return replace(self.message, snapshot=replace(snapshot, data=data))
 
 
 def decode_messages(payload: Any) -> list[Message]:

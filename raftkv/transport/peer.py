@@ -13,8 +13,9 @@ reports the peer unreachable); a connection error drops what was queued and repo
 unreachable, and a dropped ``SNAP`` is reported as a failed snapshot; identity comes from the
 ``Hello`` frame, and a wrong cluster id or recipient closes the connection.
 
-Snapshots travel inside an ordinary message frame (up to 16 MiB); streaming larger snapshots in
-chunks on their own connection is left for later.
+A ``MsgSnap`` travels on its own short-lived connection (purpose ``SNAPSHOT``) as metadata and
+1 MiB chunks, so heartbeats never wait behind it and no frame grows with the store; the receiver
+checks length and CRC32 before stepping it, and the sender reports the outcome to Raft.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from raftkv.transport.frames import (
     FrameError,
     FrameKind,
     Hello,
+    Purpose,
+    SnapshotAssembler,
     decode_body,
     decode_hello,
     decode_lease_call,
@@ -44,6 +47,7 @@ from raftkv.transport.frames import (
     encode_lease_call,
     encode_lease_reply,
     encode_messages,
+    encode_snapshot,
     frame_length,
 )
 
@@ -67,11 +71,43 @@ class _Peer:
         self.connected = False
 
     def enqueue(self, message: Message | bytes) -> bool:
+        if isinstance(message, Message) and message.type is MessageType.SNAP:
+            task = asyncio.create_task(self._send_snapshot(message))
+            self.transport._background.add(task)
+            task.add_done_callback(self.transport._background.discard)
+            return True
         if len(self.queue) >= self.transport.queue_limit:
             return False
         self.queue.append(message)
         self.wakeup.set()
         return True
+
+    async def _send_snapshot(self, message: Message) -> None:
+        ok = False
+        writer: asyncio.StreamWriter | None = None
+        try:
+            host, port = self.address
+            _, writer = await asyncio.open_connection(host, port)
+            hello = Hello(
+                protocol=PROTOCOL_VERSION,
+                cluster_id=self.transport.cluster_id,
+                frm=self.transport.node_id,
+                to=self.peer_id,
+                purpose=Purpose.SNAPSHOT,
+            )
+            writer.write(encode_hello(hello))
+            for frame in encode_snapshot(message):
+                writer.write(frame)
+                await writer.drain()
+            ok = True
+        except (OSError, ConnectionError, FrameError) as exc:
+            log.info("snapshot to peer %x failed: %s", self.peer_id, exc)
+        finally:
+            if writer is not None:
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+            self.transport.on_snapshot_status(self.peer_id, ok)
 
     async def run(self) -> None:
         backoff = BACKOFF_MIN
@@ -117,17 +153,10 @@ class _Peer:
             frames = [m for m in batch if isinstance(m, bytes)]
             writer.writelines([encode_messages(messages), *frames] if messages else frames)
             await writer.drain()
-            for m in messages:
-                if m.type is MessageType.SNAP:
-                    self.transport.on_snapshot_status(self.peer_id, True)
 
     def _drop_queue(self) -> None:
-        dropped = list(self.queue)
         self.queue.clear()
         self.transport.on_unreachable(self.peer_id)
-        for m in dropped:
-            if isinstance(m, Message) and m.type is MessageType.SNAP:
-                self.transport.on_snapshot_status(self.peer_id, False)
 
 
 class PeerTransport:
@@ -157,6 +186,7 @@ class PeerTransport:
         self._peers = {pid: _Peer(self, pid, addr) for pid, addr in peers.items() if pid != node_id}
         self._server: asyncio.Server | None = None
         self._inbound: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         host, port = self.listen
@@ -168,7 +198,7 @@ class PeerTransport:
         if self._server is not None:
             self._server.close()
         tasks = [p.task for p in self._peers.values() if p.task is not None]
-        tasks += list(self._inbound)
+        tasks += list(self._inbound) + list(self._background)
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -186,8 +216,6 @@ class PeerTransport:
                 continue
             if not peer.enqueue(m):
                 self.on_unreachable(m.to)
-                if m.type is MessageType.SNAP:
-                    self.on_snapshot_status(m.to, False)
 
     async def call(self, peer: int, kind: str, lease_id: int, timeout: float) -> Any:
         """Forward a lease call to ``peer`` (the leader) and wait for its reply.
@@ -232,6 +260,9 @@ class PeerTransport:
                 raise FrameError(
                     f"hello for cluster {hello.cluster_id:x} member {hello.to:x} refused"
                 )
+            if hello.purpose is Purpose.SNAPSHOT:
+                await self._receive_snapshot(reader)
+                return
             while True:
                 kind, payload = await self._read_frame(reader)
                 if kind is FrameKind.MESSAGES:
@@ -254,6 +285,18 @@ class PeerTransport:
             if task is not None:
                 self._inbound.discard(task)
             writer.close()
+
+    async def _receive_snapshot(self, reader: asyncio.StreamReader) -> None:
+        kind, payload = await self._read_frame(reader)
+        if kind is not FrameKind.SNAP_META:
+            raise FrameError("a snapshot connection must start with its metadata")
+        assembler = SnapshotAssembler(payload)
+        while not assembler.done():
+            kind, payload = await self._read_frame(reader)
+            if kind is not FrameKind.SNAP_CHUNK:
+                raise FrameError("expected a snapshot chunk")
+            assembler.add(payload)
+        self.on_messages([assembler.result()])
 
     @staticmethod
     async def _read_frame(reader: asyncio.StreamReader) -> tuple[FrameKind, object]:

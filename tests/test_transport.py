@@ -1,0 +1,136 @@
+"""Peer transport: framing, Hello checks, snapshot streaming and forwarded lease calls, over real
+loopback sockets between two ``PeerTransport``s in one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from raftkv.raft.types import ConfState, Message, MessageType, Snapshot, SnapshotMeta
+from raftkv.transport import frames
+from raftkv.transport.peer import PeerTransport
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Inbox:
+    messages: list[Message] = field(default_factory=list)
+    unreachable: list[int] = field(default_factory=list)
+    snapshot_status: list[tuple[int, bool]] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def on_messages(self, messages: list[Message]) -> None:
+        self.messages.extend(messages)
+        self.arrived.set()
+
+    async def wait_for(self, count: int) -> None:
+        async with asyncio.timeout(10):
+            while len(self.messages) < count:
+                self.arrived.clear()
+                await self.arrived.wait()
+
+
+async def answer(kind: str, lease_id: int) -> float:
+    return 7.0 if kind == "keepalive" else -1
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[tuple[PeerTransport, PeerTransport, Inbox, Inbox]]:
+    ports = {1: free_port(), 2: free_port()}
+    inboxes = {1: Inbox(), 2: Inbox()}
+    transports = {}
+    for node in (1, 2):
+        box = inboxes[node]
+        transports[node] = PeerTransport(
+            node_id=node,
+            cluster_id=99,
+            listen=("127.0.0.1", ports[node]),
+            peers={n: ("127.0.0.1", p) for n, p in ports.items()},
+            on_messages=box.on_messages,
+            on_unreachable=box.unreachable.append,
+            on_snapshot_status=lambda peer, ok, box=box: box.snapshot_status.append((peer, ok)),
+            on_lease_call=answer,
+        )
+        await transports[node].start()
+    yield transports[1], transports[2], inboxes[1], inboxes[2]
+    for t in transports.values():
+        await t.stop()
+
+
+async def test_messages_arrive_in_order(pair: tuple[PeerTransport, PeerTransport, Inbox, Inbox]) -> None:
+    one, _two, _box1, box2 = pair
+    sent = [Message(type=MessageType.HEARTBEAT, to=2, frm=1, term=1, commit=i) for i in range(50)]
+    for m in sent:
+        one.send([m])
+    await box2.wait_for(50)
+    assert box2.messages == sent
+
+
+async def test_large_snapshot_streams_in_chunks(
+    pair: tuple[PeerTransport, PeerTransport, Inbox, Inbox],
+) -> None:
+    one, _two, box1, box2 = pair
+    data = bytes(range(256)) * (5 * frames.SNAPSHOT_CHUNK // 256 + 7)  # > 5 chunks
+    snapshot = Snapshot(meta=SnapshotMeta(index=10, term=2, conf_state=ConfState(voters=(1, 2))), data=data)
+    one.send([Message(type=MessageType.SNAP, to=2, frm=1, term=2, snapshot=snapshot)])
+    await box2.wait_for(1)
+    assert box2.messages[0].snapshot == snapshot
+    async with asyncio.timeout(10):
+        while not box1.snapshot_status:
+            await asyncio.sleep(0.01)
+    assert box1.snapshot_status == [(2, True)]
+
+
+async def test_forwarded_lease_call(pair: tuple[PeerTransport, PeerTransport, Inbox, Inbox]) -> None:
+    one, _two, _box1, _box2 = pair
+    async with asyncio.timeout(10):
+        while True:  # the outgoing connection comes up asynchronously
+            try:
+                result = await one.call(2, "keepalive", 5, timeout=5)
+                break
+            except ConnectionError:
+                await asyncio.sleep(0.05)
+    assert result == 7.0
+
+
+def test_snapshot_assembler_rejects_bad_checksum() -> None:
+    snapshot = Snapshot(meta=SnapshotMeta(index=3, term=1), data=b"x" * 10)
+    meta, _chunk = frames.encode_snapshot(Message(type=MessageType.SNAP, to=2, frm=1, snapshot=snapshot))
+    _, meta_payload = frames.decode_body(meta[4:])
+    assembler = frames.SnapshotAssembler(meta_payload)
+    assert assembler.add(b"y" * 10)
+    with pytest.raises(frames.FrameError):
+        assembler.result()
+
+
+def test_oversized_and_malformed_frames_are_errors() -> None:
+    with pytest.raises(frames.FrameError):
+        frames.frame_length((frames.MAX_FRAME_BYTES + 1).to_bytes(4, "big"))
+    with pytest.raises(frames.FrameError):
+        frames.decode_body(b"\xc1garbage")
+    with pytest.raises(frames.FrameError):
+        frames.decode_hello([1, 2])
+
+
+Pair = tuple[PeerTransport, PeerTransport, Inbox, Inbox]
+
+
+async def test_wrong_cluster_hello_is_refused(pair: Pair) -> None:
+    _one, two, _box1, box2 = pair
+    reader, writer = await asyncio.open_connection(*two.listen)
+    writer.write(frames.encode_hello(frames.Hello(protocol=1, cluster_id=12345, frm=1, to=2)))
+    writer.write(frames.encode_messages([Message(type=MessageType.HEARTBEAT, to=2, frm=1, term=9)]))
+    await writer.drain()
+    async with asyncio.timeout(10):
+        assert await reader.read() == b""  # the listener closed the connection
+    writer.close()
+    assert all(m.term != 9 for m in box2.messages)
