@@ -338,10 +338,20 @@ async def handle_health(request: web.Request) -> web.Response:
     return web.Response(body=b'{"health":"true"}', content_type="text/plain")
 
 
-def add_routes(app: web.Application, service: KVService, *, max_request_bytes: int, version: str) -> None:
+def add_routes(
+    app: web.Application,
+    service: KVService,
+    *,
+    max_request_bytes: int,
+    version: str,
+    server_version: str,
+) -> None:
     app[SERVICE_KEY] = service
     app[LIMIT_KEY] = max_request_bytes
-    app[VERSION_KEY] = codec.dumps({"etcdserver": version, "etcdcluster": version})
+    # etcd clients pick their API prefix from "etcdserver" (etcd3gw needs >= 3.4).
+    app[VERSION_KEY] = codec.dumps(
+        {"etcdserver": version, "etcdcluster": version, "raftkv": server_version}
+    )
     app.middlewares.append(cors_middleware)
     for prefix in ("/v3/", "/v3beta/"):
         app.router.add_route("*", prefix + "{method:.+}", handle_v3)

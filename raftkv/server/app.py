@@ -27,7 +27,7 @@ from raftkv.api import v3
 from raftkv.server.bootstrap import open_node
 from raftkv.server.config import ServerConfig, host_port
 from raftkv.server.driver import DriverSettings, NodeDriver
-from raftkv.server.service import VERSION, NodeService
+from raftkv.server.service import RAFTKV_VERSION, VERSION, NodeService
 from raftkv.transport.peer import Address, PeerTransport
 
 log = logging.getLogger("raftkv.server")
@@ -93,7 +93,13 @@ async def serve(config: ServerConfig) -> int:
     service = NodeService(config=config, driver=driver, machine=node.machine)
 
     app = web.Application(client_max_size=2 * (config.max_request_bytes + v3.GRPC_OVERHEAD))
-    v3.add_routes(app, service, max_request_bytes=config.max_request_bytes, version=VERSION)
+    v3.add_routes(
+        app,
+        service,
+        max_request_bytes=config.max_request_bytes,
+        version=VERSION,
+        server_version=RAFTKV_VERSION,
+    )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
 
     stop = asyncio.Event()

@@ -20,6 +20,7 @@ import asyncio
 import random
 from typing import Any
 
+import raftkv
 from raftkv import errors
 from raftkv.api import models as api
 from raftkv.server.config import ServerConfig
@@ -28,8 +29,8 @@ from raftkv.state import commands as cmd
 from raftkv.state.machine import StateMachine
 from raftkv.state.watch import WatchMessage, WatchStream
 
-VERSION = "3.5.0"
-RAFTKV_VERSION = "0.1.0"
+VERSION = "3.5.0"  # the etcd API level served
+RAFTKV_VERSION = raftkv.__version__
 MAX_LEASE_TTL = 9_000_000_000
 
 Op = cmd.Range | cmd.Put | cmd.DeleteRange | cmd.Txn

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+import raftkv
 from tests.cluster.harness import Node, Response, b64, unb64
 
 CORS = {
@@ -539,8 +540,10 @@ def test_version_and_health(server: Node) -> None:
     r = server.post("/version", method="GET")
     assert r.status == 200 and r.headers["content-type"] == "application/json"
     body = r.json()
-    assert set(body) == {"etcdserver", "etcdcluster"}
+    # etcd's two fields (etcd3gw picks its API prefix from "etcdserver"), plus raftkv's own.
+    assert set(body) == {"etcdserver", "etcdcluster", "raftkv"}
     assert tuple(int(p) for p in body["etcdserver"].split(".")[:2]) >= (3, 4)
+    assert body["raftkv"] == raftkv.__version__
     r = server.post("/health", method="GET")
     assert r.status == 200 and r.json() == {"health": "true"}
     assert r.headers["content-type"].startswith("text/plain")
