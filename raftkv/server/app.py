@@ -84,10 +84,11 @@ async def serve(config: ServerConfig) -> int:
             max_request_bytes=config.max_request_bytes,
             keepalive_confirm="keepalive_no_confirm" not in config.unsafe,
             progress_notify_seconds=float(os.environ.get("RAFTKV_WATCH_PROGRESS_NOTIFY_INTERVAL", 600)),
+            lease_forward_timeout=2 * config.election_timeout / 1000,
         ),
     )
-    driver.forward_lease_call = lambda peer, kind, lease_id: transport.call(
-        peer, kind, lease_id, timeout=config.request_timeout
+    driver.forward_lease_call = lambda peer, kind, lease_id, timeout: transport.call(
+        peer, kind, lease_id, timeout=timeout
     )
     driver_box.append(driver)
     service = NodeService(config=config, driver=driver, machine=node.machine)

@@ -67,9 +67,11 @@ class DriverSettings:
     lease_revoke_batch: int = 500
     keepalive_confirm: bool = True  # False only for the keepalive_no_confirm canary
     progress_notify_seconds: float = 600.0  # etcd's default watch progress notify interval
+    lease_forward_timeout: float = 2.0  # per forwarded lease call; retried until the deadline
 
 
-LeaseForwarder = Callable[[int, str, int], Awaitable[Any]]
+# (leader, kind, lease id, timeout) -> the leader's answer, or None if it could not answer.
+LeaseForwarder = Callable[[int, str, int, float], Awaitable[Any]]
 
 
 class NodeDriver:
@@ -179,17 +181,27 @@ class NodeDriver:
         return float(await self._lease_call("ttl", lease_id))
 
     async def _lease_call(self, kind: str, lease_id: int) -> Any:
-        if self.replica.is_leader():
-            return await self.answer_lease_call(kind, lease_id)
-        leader = self.replica.leader_id
-        if leader == NONE or self.forward_lease_call is None:
-            raise NoLeader()
-        try:
-            return await self.forward_lease_call(leader, kind, lease_id)
-        except TimeoutError:
-            raise Timeout() from None
-        except ConnectionError:
-            raise LeaderChanged() from None
+        """Answer as the leader, or forward to the leader; keepalive and TimeToLive are idempotent,
+        so a forward that finds no answer (a leader that just died) is retried against whoever
+        leads now, until the request deadline."""
+        deadline = self._clock() + self.settings.request_timeout
+        while True:
+            if self.replica.is_leader():
+                return await self.answer_lease_call(kind, lease_id)
+            leader = self.replica.leader_id
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                raise Timeout()
+            if leader != NONE and self.forward_lease_call is not None:
+                try:
+                    timeout = min(remaining, self.settings.lease_forward_timeout)
+                    result = await self.forward_lease_call(leader, kind, lease_id, timeout)
+                    if result is not None:
+                        return result
+                except (TimeoutError, ConnectionError):
+                    pass
+            # No leader, or no answer from it: wait a tick for the cluster to settle, then retry.
+            await asyncio.sleep(self.settings.tick_seconds)
 
     async def answer_lease_call(self, kind: str, lease_id: int) -> float:
         """Serve a keepalive or TimeToLive as the leader (also for calls forwarded to us)."""

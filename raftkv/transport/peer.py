@@ -236,13 +236,12 @@ class PeerTransport:
             self._calls.pop(call_id, None)
 
     async def _answer_call(self, frm: int, call_id: int, kind: str, lease_id: int) -> None:
-        if self.on_lease_call is None:
-            return
-        try:
-            result = await self.on_lease_call(kind, lease_id)
-        except Exception as exc:  # the caller times out; the reason is logged here
-            log.info("forwarded %s for lease %d failed: %s", kind, lease_id, exc)
-            return
+        result: Any = None  # None tells the caller to retry elsewhere (e.g. we are not leader)
+        if self.on_lease_call is not None:
+            try:
+                result = await self.on_lease_call(kind, lease_id)
+            except Exception as exc:
+                log.info("forwarded %s for lease %d failed: %s", kind, lease_id, exc)
         peer = self._peers.get(frm)
         if peer is not None:
             peer.enqueue(encode_lease_reply(call_id, result))
