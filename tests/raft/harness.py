@@ -2,8 +2,8 @@
 
 Owns: message delivery with optional drops/isolation and a per-node "disk" holding exactly what
 the Ready contract persisted. Test commands are opaque byte strings, each stored as a Put of that
-key into the real ``StateMachine``, so ``commands(i)`` lists what node i applied, in order. The full simulator lives in ``raftkv/sim``; this harness is
-for small, readable tests of one rule each.
+key into the real ``StateMachine``, so ``commands(i)`` lists what node i applied, in order. The
+full simulator lives in ``raftkv/sim``; this harness is for small, readable tests of one rule each.
 """
 
 from __future__ import annotations
