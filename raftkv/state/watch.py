@@ -8,12 +8,12 @@ handlers) are woken through an injected callable and pop ``WatchMessage``s from 
 Must not: do I/O or read a clock, or block ``publish`` (it runs inside apply): a stream whose
 buffer is full is not waited for; its watchers become unsynced and catch up from history later.
 
-Invariants (per watcher, API.md §4): events are delivered in revision order, each revision at
-most once and all of a revision's events in one message; no committed event in the watcher's
-range at or after its start revision is skipped, unless the watcher is cancelled with
-``compact_revision`` because history it still needs was compacted; a progress message for a
-stream is only sent when every watcher of that stream has delivered everything up to its
-revision.
+Invariants (per watcher, API.md §4): events are delivered in revision order (within a revision
+in key order), each revision at most once and all of a revision's events in one message; no
+committed event in the watcher's range at or after its start revision is skipped, unless the
+watcher is cancelled with ``compact_revision`` because history it still needs was compacted; a
+progress message for a stream is only sent when every watcher of that stream has delivered
+everything up to its revision.
 """
 
 from __future__ import annotations
@@ -215,6 +215,10 @@ class WatchHub:
         """The events of one applied revision; call in revision order."""
         if not events:
             return
+        if len(events) > 1:
+            # Catch-up from history yields a revision's events in key order: use the same order
+            # live, so a watcher sees the same sequence whichever path served it.
+            events = tuple(sorted(events, key=lambda e: e.kv.key))
         for stream in self._streams.values():
             for watcher in stream.watchers.values():
                 if not watcher.synced or watcher.next_revision > revision:
