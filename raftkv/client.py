@@ -26,12 +26,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import functools
+import itertools
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Self, TypeVar
 
 import aiohttp
 
@@ -87,6 +87,7 @@ __all__ = [
     "Txn",
     "TxnResponse",
     "Watch",
+    "WatchCompacted",
     "collect",
     "error_from_body",
     "normalize_endpoint",
@@ -350,6 +351,25 @@ def _may_retry(exc: errors.RaftkvError, idempotent: bool) -> bool:
     if exc.code in _FAILOVER_CODES:
         return exc.retryable
     return idempotent and exc.code in _IDEMPOTENT_RETRY_CODES
+
+
+# errors.Compacted is built with type(), which mypy cannot use as a base class; at run time the
+# subclass is a real errors.Compacted, so ``except errors.Compacted`` catches it.
+if TYPE_CHECKING:
+    _CompactedBase = errors.RaftkvError
+else:
+    _CompactedBase = errors.Compacted
+
+
+class WatchCompacted(_CompactedBase):
+    """The revisions a watch still had to deliver were compacted; re-read the state and watch again
+    from ``compact_revision`` or later."""
+
+    code = errors.ErrorCode.COMPACTED
+
+    def __init__(self, message: str, compact_revision: int) -> None:
+        super().__init__(message)
+        self.compact_revision = compact_revision
 
 
 class _NotSent(Exception):
@@ -621,6 +641,7 @@ class Client:
         self.dial_timeout = dial_timeout
         self._current = 0
         self._session: aiohttp.ClientSession | None = None
+        self._write_session: aiohttp.ClientSession | None = None
         self._leases: set[Lease] = set()
 
     async def __aenter__(self) -> Self:
@@ -633,21 +654,32 @@ class Client:
         """Stop every lease keepalive this client runs, then close the connections."""
         for lease in list(self._leases):
             await lease.stop_keepalive()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._session, self._write_session):
+            if session is not None:
+                await session.close()
+        self._session = self._write_session = None
 
     # --- transport -------------------------------------------------------------------------------
 
     @property
     def session(self) -> aiohttp.ClientSession:
+        """Pooled connections, for idempotent calls and streams."""
         # Created lazily so that the session binds to the loop that uses the client.
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0),
-                headers={"Content-Type": "application/json"},
-            )
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         return self._session
+
+    @property
+    def write_session(self) -> aiohttp.ClientSession:
+        """A fresh connection per request, for writes. A pooled connection may have been closed by a
+        node that died since its last use, and then a write fails as "disconnected" although it was
+        never delivered; a fresh connection makes a disconnect mean what it says (outcome unknown)
+        and a refused connection mean "not sent"."""
+        if self._write_session is None:
+            self._write_session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, force_close=True)
+            )
+        return self._write_session
 
     @property
     def endpoint(self) -> str:
@@ -665,10 +697,13 @@ class Client:
         if attempt % len(self.endpoints) == 0:
             await asyncio.sleep(min(BACKOFF_CAP, BACKOFF_START * 2 ** (attempt // len(self.endpoints) - 1)))
 
-    async def _post_once(self, base: str, path: str, body: dict[str, Any], budget: float) -> dict[str, Any]:
+    async def _post_once(
+        self, base: str, path: str, body: dict[str, Any], budget: float, idempotent: bool
+    ) -> dict[str, Any]:
         timeout = aiohttp.ClientTimeout(total=budget, sock_connect=min(self.dial_timeout, budget))
+        session = self.session if idempotent else self.write_session
         try:
-            async with self.session.post(base + path, data=codec.dumps(body), timeout=timeout) as resp:
+            async with session.post(base + path, data=codec.dumps(body), timeout=timeout) as resp:
                 data = await resp.read()
                 status = resp.status
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
@@ -683,21 +718,28 @@ class Client:
             raise errors.Internal(f"{base}: undecodable response: {data[:200]!r}") from exc
         return parsed
 
-    async def call(self, path: str, body: dict[str, Any], *, idempotent: bool) -> dict[str, Any]:
+    async def call(
+        self, path: str, body: dict[str, Any], *, idempotent: bool, timeout: float | None = None
+    ) -> dict[str, Any]:
         """POST ``body`` to ``path`` (e.g. ``/v3/kv/range``) with failover; returns the JSON reply.
 
         ``idempotent`` calls are repeated after time-outs and dropped connections; others only
-        after errors that certainly left nothing applied."""
+        after errors that certainly left nothing applied. ``timeout`` overrides the client's."""
+        timeout = self.timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
+        deadline = loop.time() + timeout
         last: Exception | None = None
-        for attempt in range(1, 1_000_000):
+        for attempt in itertools.count(1):
             budget = deadline - loop.time()
             if budget <= 0:
                 break
+            if idempotent and len(self.endpoints) > 1:
+                # A hung node (paused, partitioned) must not use up the whole deadline of a call
+                # that another node could serve.
+                budget = min(budget, timeout / 2)
             base = self.endpoint
             try:
-                return await self._post_once(base, path, body, budget)
+                return await self._post_once(base, path, body, budget, idempotent)
             except _NotSent as exc:
                 last = exc
             except _NoAnswer as exc:
@@ -714,7 +756,7 @@ class Client:
             raise last
         if isinstance(last, _NoAnswer):
             raise errors.Timeout(f"client: deadline exceeded; last error: {last}")
-        raise EndpointsUnavailable(f"client: no endpoint reachable within {self.timeout}s: {last}")
+        raise EndpointsUnavailable(f"client: no endpoint reachable within {timeout}s: {last}")
 
     # --- KV --------------------------------------------------------------------------------------
 
@@ -849,9 +891,9 @@ class Client:
         data = await self.call("/v3/lease/revoke", {"ID": str(lease_id)}, idempotent=False)
         return parse_header(data.get("header"))
 
-    async def keepalive_once(self, lease_id: int) -> int:
+    async def keepalive_once(self, lease_id: int, *, timeout: float | None = None) -> int:
         """Refresh a lease once; the granted TTL, or 0 if the lease is unknown or expired."""
-        data = await self.call("/v3/lease/keepalive", {"ID": str(lease_id)}, idempotent=True)
+        data = await self.call("/v3/lease/keepalive", {"ID": str(lease_id)}, idempotent=True, timeout=timeout)
         return _int(data.get("result", {}), "TTL")
 
     async def time_to_live(self, lease_id: int, *, keys: bool = False) -> LeaseTimeToLiveResponse:
@@ -885,9 +927,9 @@ class Watch:
     Iterate with ``async for event in watch``; ``await watch.start()`` (or ``async with``) waits
     until the server confirmed the watcher, so that later writes are certainly seen even with the
     default start revision (0 = after the current revision). A broken stream is re-created on the
-    next endpoint from ``next_revision``. Raises ``errors.Compacted`` (with ``compact_revision``)
-    when the revisions still to deliver were compacted, and the mapped error if the server cancels
-    the watcher. ``close()`` ends the stream.
+    next endpoint from ``next_revision``. Raises ``WatchCompacted`` (an ``errors.Compacted``
+    with ``compact_revision``) when the revisions still to deliver were compacted, and the mapped
+    error if the server cancels the watcher. ``close()`` ends the stream.
     """
 
     def __init__(self, client: Client, create: dict[str, Any], start_revision: int) -> None:
@@ -900,6 +942,9 @@ class Watch:
         self._response: aiohttp.ClientResponse | None = None
         self._closed = False
         self._base = ""
+        # A read that next_event() stopped waiting for; it goes on in the background, because
+        # cancelling a read halfway through a line would lose the part already consumed.
+        self._next: asyncio.Future[Event] | None = None
         self.reconnects = 0
 
     async def __aenter__(self) -> Self:
@@ -914,14 +959,22 @@ class Watch:
 
     async def close(self) -> None:
         self._closed = True
-        if self._response is not None:
-            self._response.close()
-            self._response = None
+        if self._next is not None:
+            self._next.cancel()
+            self._next = None
+        self._drop_stream()
 
     async def start(self) -> None:
-        """Open the stream (on the first endpoint that accepts it) and wait for ``created``."""
+        """Open the stream (on the first endpoint that accepts it) and wait for ``created``.
+
+        The first opening gives up after the client's ``timeout`` (``EndpointsUnavailable`` or the
+        last error); once the watch ran, re-opening after a broken stream retries without limit,
+        since giving up would lose the events to come."""
         if self._response is not None:
             return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.client.timeout if not self._base else None
+        last: Exception | None = None
         attempt = 0
         while not self._closed:
             attempt += 1
@@ -930,11 +983,16 @@ class Watch:
                 await self._open(base)
                 self._base = base
                 return
-            except (_NotSent, _NoAnswer):
-                pass
+            except (_NotSent, _NoAnswer) as exc:
+                last = exc
             except errors.RaftkvError as exc:
                 if not _may_retry(exc, idempotent=True):
                     raise
+                last = exc
+            if deadline is not None and loop.time() >= deadline:
+                if isinstance(last, errors.RaftkvError):
+                    raise last
+                raise EndpointsUnavailable(f"watch: no endpoint accepted the watch: {last}")
             self.client._fail_over(base)
             await self.client._retry_pause(attempt)
 
@@ -995,12 +1053,12 @@ class Watch:
             if not result.get("canceled"):
                 return True
         if result.get("canceled"):
-            await self.close()
+            # The server ended this watcher: the stream is of no further use.
+            self._closed = True
+            self._drop_stream()
             compact = _int(result, "compact_revision")
             if compact:
-                exc = errors.Compacted(f"watch: required revision {self.next_revision} has been compacted")
-                exc.compact_revision = compact  # type: ignore[attr-defined]
-                raise exc
+                raise WatchCompacted(f"watch: revision {self.next_revision} has been compacted", compact)
             raise error_from_body(result.get("cancel_reason", "watch canceled"), 2)
         for raw in result.get("events", ()):
             event = parse_event(raw)
@@ -1014,6 +1072,12 @@ class Watch:
         return not created_only
 
     async def __anext__(self) -> Event:
+        if self._next is not None:
+            pending, self._next = self._next, None
+            return await pending
+        return await self._read_event()
+
+    async def _read_event(self) -> Event:
         while not self._pending:
             await self.start()
             if self._closed or self._response is None:
@@ -1028,19 +1092,30 @@ class Watch:
                 self._resume_elsewhere()
         return self._pending.popleft()
 
-    def _resume_elsewhere(self) -> None:
-        # The node died or dropped the stream: the next start() re-creates the watcher on the next
-        # endpoint from next_revision.
+    def _drop_stream(self) -> None:
         broken, self._response = self._response, None
         if broken is not None:
             broken.close()
+
+    def _resume_elsewhere(self) -> None:
+        # The node died or dropped the stream: the next start() re-creates the watcher on the next
+        # endpoint from next_revision.
+        self._drop_stream()
         if not self._closed:
             self.reconnects += 1
             self.client._fail_over(self._base)
 
     async def next_event(self, timeout: float) -> Event:
-        """The next event, or ``TimeoutError`` after ``timeout`` seconds."""
-        return await asyncio.wait_for(self.__anext__(), timeout)
+        """The next event, or ``TimeoutError`` after ``timeout`` seconds; the watch stays usable
+        (nothing is lost when the wait times out)."""
+        if self._next is None:
+            self._next = asyncio.ensure_future(self._read_event())
+        reading = self._next
+        done, _ = await asyncio.wait({reading}, timeout=timeout)
+        if not done:
+            raise TimeoutError(f"no event within {timeout}s")
+        self._next = None
+        return reading.result()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1083,7 +1158,10 @@ class Lease:
         interval = max(self.ttl / 3, 0.2)
         while True:
             try:
-                ttl = await self.client.keepalive_once(self.id)
+                # Bounded by the interval: a node stuck forwarding to a dead leader must not hold
+                # the one keepalive of this period while the lease runs out; the next try goes to
+                # another node.
+                ttl = await self.client.keepalive_once(self.id, timeout=interval)
             except errors.RaftkvError:
                 ttl = -1
             now = loop.time()
@@ -1139,11 +1217,12 @@ def _blocking(
 ) -> Callable[Concatenate[Any, P], T]:
     """Turn an async method of the wrapped object (``self._target``) into a blocking one."""
 
-    @functools.wraps(method)
-    def call(self: Any, *args: P.args, **kwargs: P.kwargs) -> T:
+    def call(self: Any, /, *args: P.args, **kwargs: P.kwargs) -> T:
         result: T = self._run(method(self._target, *args, **kwargs))
         return result
 
+    call.__name__ = method.__name__
+    call.__doc__ = method.__doc__
     return call
 
 
