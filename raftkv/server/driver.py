@@ -176,9 +176,11 @@ class NodeDriver:
         """Refresh a lease on the leader; the granted TTL, or 0 for an unknown or expired lease."""
         return int(await self._lease_call("keepalive", lease_id))
 
-    async def time_to_live(self, lease_id: int) -> float:
-        """Seconds left on a lease as the leader knows it; -1 for an unknown lease."""
-        return float(await self._lease_call("ttl", lease_id))
+    async def time_to_live(self, lease_id: int) -> tuple[float, int, list[bytes]]:
+        """(seconds left, granted TTL, attached keys) as the leader knows them after a ReadIndex
+        round, so they include every acknowledged write; (-1, 0, []) for an unknown lease."""
+        remaining, granted, keys = await self._lease_call("ttl", lease_id)
+        return float(remaining), int(granted), [bytes(k) for k in keys]
 
     async def _lease_call(self, kind: str, lease_id: int) -> Any:
         """Answer as the leader, or forward to the leader; keepalive and TimeToLive are idempotent,
@@ -203,8 +205,9 @@ class NodeDriver:
             # No leader, or no answer from it: wait a tick for the cluster to settle, then retry.
             await asyncio.sleep(self.settings.tick_seconds)
 
-    async def answer_lease_call(self, kind: str, lease_id: int) -> float:
-        """Serve a keepalive or TimeToLive as the leader (also for calls forwarded to us)."""
+    async def answer_lease_call(self, kind: str, lease_id: int) -> Any:
+        """Serve a keepalive (the granted TTL, 0 if unknown or expired) or a TimeToLive
+        ([remaining, granted, keys]) as the leader, also for calls forwarded to us."""
         if not self.replica.is_leader():
             raise LeaderChanged()
         term = self.replica.term
@@ -214,8 +217,13 @@ class NodeDriver:
                 await self.read_barrier()
             ttl = self.replica.refresh_lease(lease_id, term, self._clock())
             return ttl or 0
+        await self.read_barrier()
         remaining = self.replica.lease_remaining(lease_id, self._clock())
-        return -1 if remaining is None else remaining
+        leases = self.replica.machine.leases
+        granted = leases.ttl(lease_id)
+        if remaining is None or granted is None:
+            return [-1, 0, []]
+        return [remaining, granted, list(leases.keys(lease_id))]
 
     def _check_leases(self, now: float) -> None:
         """Propose a revoke for each expired lease (not one already being revoked)."""

@@ -302,11 +302,11 @@ class NodeService:
     async def lease_time_to_live(
         self, request: api.LeaseTimeToLiveRequest
     ) -> api.LeaseTimeToLiveResponse:
-        remaining = await self.driver.time_to_live(request.ID)
-        granted = self.machine.leases.ttl(request.ID)
-        if remaining < 0 or granted is None:
+        remaining, granted, keys = await self.driver.time_to_live(request.ID)
+        if remaining < 0:
             return api.LeaseTimeToLiveResponse(header=self.header(), ID=request.ID, TTL=-1)
-        keys = self.machine.leases.keys(request.ID) if request.keys else ()
+        if not request.keys:
+            keys = []
         return api.LeaseTimeToLiveResponse(
             header=self.header(), ID=request.ID, TTL=int(remaining), grantedTTL=granted, keys=keys
         )
