@@ -202,6 +202,6 @@ class KVModel(RuleBasedStateMachine):
 
 
 KVModel.TestCase.settings = settings(
-    max_examples=150, stateful_step_count=40, deadline=None, derandomize=True
+    max_examples=100, stateful_step_count=40, deadline=None, derandomize=True
 )
 TestKVModel = KVModel.TestCase
