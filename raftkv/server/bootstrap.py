@@ -39,8 +39,10 @@ class LazyDiskOps(FileOps):
     """Test shim ``RAFTKV_TEST_DISK=lazy``: writes stay in this process until fsync, so a
     ``kill -9`` loses exactly the unsynced data, as a power cut would lose the page cache."""
 
-    def __init__(self, inner: FileOps) -> None:
+    def __init__(self, inner: FileOps, *, fsync_flushes: bool = True) -> None:
         self._inner = inner
+        # False for the no_fsync canary: "synced" data is still lost by a kill -9.
+        self._fsync_flushes = fsync_flushes
         self._pending: dict[int, list[bytes]] = {}
 
     def write(self, fd: int, data: bytes | bytearray | memoryview) -> None:
@@ -51,8 +53,9 @@ class LazyDiskOps(FileOps):
             self._inner.write(fd, chunk)
 
     def fsync(self, fd: int) -> None:
-        self._flush(fd)
-        self._inner.fsync(fd)
+        if self._fsync_flushes:
+            self._flush(fd)
+            self._inner.fsync(fd)
 
     def truncate(self, fd: int, length: int) -> None:
         self._flush(fd)
@@ -84,7 +87,7 @@ def file_ops_for(unsafe: frozenset[str]) -> FileOps | None:
         return ops
     mode = os.environ.get("RAFTKV_TEST_DISK", "")
     if mode == "lazy":
-        return LazyDiskOps(ops or FileOps())
+        return LazyDiskOps(FileOps(), fsync_flushes="no_fsync" not in unsafe)
     if mode.startswith("enospc_after:"):
         return EnospcOps(ops or FileOps(), int(mode.partition(":")[2]))
     return ops
