@@ -75,7 +75,6 @@ ALLOWED: dict[str, set[str]] = {
     "sim.script": {"replica", "raft", "state", "sim"},
     "sim.profile": {"replica", "raft", "state", "sim"},
     "sim.watchers": {"replica", "raft", "state", "sim"},
-    "sim.leases": {"replica", "raft", "state", "sim"},
     "sim.cli": {"replica", "raft", "state", "sim"},
 }
 
