@@ -225,6 +225,10 @@ class Raft:
         if self.term != term:
             self.term = term
             self.vote = NONE
+            # Responses of an older term still waiting for the fsync may acknowledge entries
+            # that this term is about to truncate (they were never persisted): drop them, as
+            # the network might have. Found by simulator seed 112 (5 nodes).
+            self.msgs_after_persist = [m for m in self.msgs_after_persist if m.term >= term]
         self.lead = NONE
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0

@@ -373,7 +373,13 @@ class NodeDriver:
         applied = self.replica.finish_ready(work, self._clock())
         for request_id, result in applied.results:
             future = self._pending.get(request_id)
-            if future is not None and not future.done():
+            if future is None or future.done():
+                continue
+            if result.duplicate:
+                # The first application reached us inside a snapshot: it happened, but its
+                # response is unknown here.
+                future.set_exception(Timeout())
+            else:
                 future.set_result(result)
         for token in applied.reads_ready:
             if isinstance(token, asyncio.Future) and not token.done():

@@ -495,3 +495,23 @@ def test_leadership_transfer() -> None:
     net.stabilize()
     assert net.leader() == 3
     assert terms(net)[3] == 2
+
+
+def test_old_term_ack_is_dropped_when_a_new_term_truncates_before_persisting() -> None:
+    """Simulator seed 112: an append acknowledgement queued for the fsync must not leave for the
+    old leader once a newer leader truncated the acknowledged entries in the same batch."""
+    storage = MemoryStorage()
+    storage.apply_snapshot(Snapshot(meta=SnapshotMeta(conf_state=ConfState(voters=(1, 2, 3, 4, 5)))))
+    storage.append([Entry(term=1, index=1)])
+    storage.set_hard_state(HardState(term=4, vote=0, commit=1))
+    node = RawNode(Config(id=3, rng=random.Random(1)), storage)
+    old = Message(type=MessageType.APP, to=3, frm=5, term=4, index=1, log_term=1, commit=1,
+                  entries=(Entry(term=4, index=2, data=b"old"), Entry(term=4, index=3, data=b"old")))
+    new = Message(type=MessageType.APP, to=3, frm=4, term=5, index=1, log_term=1, commit=1,
+                  entries=(Entry(term=5, index=2, data=b"new"),))
+    node.step(old)
+    node.step(new)
+    rd = node.ready()
+    assert [(e.term, e.index) for e in rd.entries] == [(5, 2)]
+    acks = [m for m in rd.messages_after_persist if m.type is MessageType.APP_RESP]
+    assert [(m.to, m.term, m.index) for m in acks] == [(4, 5, 2)]
