@@ -74,7 +74,6 @@ ALLOWED: dict[str, set[str]] = {
     "sim.checks": {"replica", "raft", "state", "sim"},
     "sim.script": {"replica", "raft", "state", "sim"},
     "sim.profile": {"replica", "raft", "state", "sim"},
-    "sim.watchers": {"replica", "raft", "state", "sim"},
     "sim.cli": {"replica", "raft", "state", "sim"},
 }
 
