@@ -69,7 +69,6 @@ class Applied:
     reads_ready: list[object] = field(default_factory=list)
     reads_failed: list[object] = field(default_factory=list)
     snapshot: Snapshot | None = None
-    restored: Snapshot | None = None
 
 
 class Replica:
@@ -203,7 +202,6 @@ class Replica:
                 self.machine.restore(rd.snapshot.data)
                 self._last_snapshot_index = rd.snapshot.meta.index
                 self.watches.rebind(self.machine.kv)
-                out.restored = rd.snapshot
             self._apply(rd.committed_entries, out, now)
             self.watches.sync()
             for rs in rd.read_states:

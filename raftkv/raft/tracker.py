@@ -53,9 +53,6 @@ class Inflights:
     def full(self) -> bool:
         return len(self._indexes) >= self.capacity
 
-    def count(self) -> int:
-        return len(self._indexes)
-
     def reset(self) -> None:
         self._indexes.clear()
 

@@ -71,18 +71,6 @@ LOCAL_MESSAGE_TYPES = frozenset(
 )
 """Types a node generates for itself; ``RawNode.step`` refuses them from the network."""
 
-RESPONSE_MESSAGE_TYPES = frozenset(
-    {
-        MessageType.APP_RESP,
-        MessageType.VOTE_RESP,
-        MessageType.HEARTBEAT_RESP,
-        MessageType.UNREACHABLE,
-        MessageType.READ_INDEX_RESP,
-        MessageType.PRE_VOTE_RESP,
-    }
-)
-
-
 class StateRole(enum.IntEnum):
     FOLLOWER = 0
     CANDIDATE = 1

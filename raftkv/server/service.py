@@ -199,13 +199,13 @@ class NodeService:
 
     # --- headers -------------------------------------------------------------------------------
 
-    def _term(self) -> int:
+    def raft_term(self) -> int:
         return self.driver.replica.raw.raft.term
 
     def header(self, revision: int | None = None) -> api.ResponseHeader:
         rev = self.machine.kv.revision if revision is None else revision
         return api.ResponseHeader(
-            cluster_id=self.cluster_id, member_id=self.member_id, revision=rev, raft_term=self._term()
+            cluster_id=self.cluster_id, member_id=self.member_id, revision=rev, raft_term=self.raft_term()
         )
 
     def _convert(self, response: Any, nested: bool = False) -> Any:
@@ -339,7 +339,7 @@ class NodeService:
 
     async def member_list(self, request: api.MemberListRequest) -> api.MemberListResponse:
         header = api.ResponseHeader(
-            cluster_id=self.cluster_id, member_id=self.member_id, raft_term=self._term()
+            cluster_id=self.cluster_id, member_id=self.member_id, raft_term=self.raft_term()
         )
         return api.MemberListResponse(header=header, members=self.members())
 
@@ -411,7 +411,7 @@ class WatchSession:
             header = service.header(m.revision)
         else:
             header = api.ResponseHeader(
-                cluster_id=service.cluster_id, member_id=service.member_id, raft_term=service._term()
+                cluster_id=service.cluster_id, member_id=service.member_id, raft_term=service.raft_term()
             )
         return api.WatchResponse(
             header=header,
