@@ -266,7 +266,9 @@ class WatchHub:
                 raise errors.InvariantViolation("watch history below the compact revision") from None
             batch = _whole_revisions(watcher.select(history), CATCH_UP_EVENTS)
             if not batch:
-                watcher.next_revision = current + 1
+                # Never backwards: a watcher created ahead of this node (a client resuming on a
+                # lagging node) and unsynced by a snapshot install must not get current+1.. again.
+                watcher.next_revision = max(watcher.next_revision, current + 1)
                 watcher.synced = True
                 return
             self._emit(stream, WatchMessage(watcher.watch_id, current, batch))

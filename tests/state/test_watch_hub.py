@@ -428,6 +428,28 @@ def test_rebind_after_store_replacement_catches_up_from_the_new_store() -> None:
     assert revs(before + got)[-1] < rev
 
 
+def test_rebind_to_a_store_below_a_future_start_revision_never_moves_the_watcher_back() -> None:
+    # A client resumes on a lagging node with start_revision above that node's revision; the node
+    # then installs a snapshot still below that start (found by the fault suite: crashes-disk).
+    env = Env()
+    for i in range(3):
+        env.put(b"k", str(i).encode())
+    snapshot = KVStore.from_obj(env.kv.to_obj())
+    start = env.kv.revision + 4
+    s = env.hub.open_stream()
+    wid = env.hub.create(s, key=b"k", start_revision=start)
+    s.pop_all()
+    ahead = KVStore.from_obj(snapshot.to_obj())
+    ahead.put(Put(b"k", b"snap"))
+    env.kv = ahead
+    env.hub.rebind(ahead)
+    assert s.pop_all() == []
+    assert s.watchers[wid].next_revision == start
+    while env.kv.revision < start:
+        env.put(b"k")
+    assert revs(events_of(drain(env, s), wid)) == [start]
+
+
 def test_notify_idle_only_for_idle_progress_notify_watchers() -> None:
     env = Env()
     s = env.hub.open_stream()
