@@ -72,6 +72,8 @@ ALLOWED: dict[str, set[str]] = {
     "sim.net": {"replica", "raft", "state", "sim"},
     "sim.clients": {"replica", "raft", "state", "sim"},
     "sim.checks": {"replica", "raft", "state", "sim"},
+    "sim.leases": {"state", "sim"},
+    "sim.watchers": {"state", "sim"},
     "sim.script": {"replica", "raft", "state", "sim"},
     "sim.profile": {"replica", "raft", "state", "sim"},
     "sim.cli": {"replica", "raft", "state", "sim"},

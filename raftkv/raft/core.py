@@ -253,6 +253,8 @@ class Raft:
 
     def become_follower(self, term: int, lead: int) -> None:
         self._reset(term)
+        if lead != self.lead or self.role is not StateRole.FOLLOWER:
+            self.logger.debug("%d became follower at term %d, leader %d", self.id, term, lead)
         self.lead = lead
         self.role = StateRole.FOLLOWER
 
@@ -264,6 +266,7 @@ class Raft:
         self.lead = NONE
         self.role = StateRole.PRE_CANDIDATE
         self.pending_self_vote = MessageType.PRE_VOTE
+        self.logger.debug("%d became pre-candidate at term %d", self.id, self.term)
 
     def become_candidate(self) -> None:
         if self.role is StateRole.LEADER:
@@ -272,6 +275,7 @@ class Raft:
         self.vote = self.id
         self.role = StateRole.CANDIDATE
         self.pending_self_vote = MessageType.VOTE
+        self.logger.debug("%d became candidate at term %d", self.id, self.term)
 
     def become_leader(self) -> None:
         if self.role is StateRole.FOLLOWER:

@@ -4,7 +4,8 @@ Owns: ``SafetyChecker`` (fed by the world after every Ready step: election safet
 append-only, log matching, leader completeness, state-machine safety, commit/applied monotonicity,
 one vote per (node, term) across restarts, and "no entry applied before it is synced on a
 quorum"), ``OpRecord`` (one client operation of the history), ``RefModel`` (an independent, tiny
-MVCC model for the commands the simulated clients send) and ``check_history`` (oracle B light).
+MVCC and lease model for the commands the simulated clients and leaders send, with the event
+sequence a watcher must see) and ``check_history`` (oracle B light).
 
 Must not: touch a ``Replica`` or the network, or trust the state machine under test: the oracle
 replays the committed log through ``RefModel``, never through ``StateMachine``.
@@ -31,7 +32,13 @@ from raftkv.state.commands import (
     CompareTarget,
     DeleteRange,
     DeleteRangeResponse,
+    Event,
+    EventType,
     KeyValue,
+    LeaseGrant,
+    LeaseGrantResponse,
+    LeaseRevoke,
+    LeaseRevokeResponse,
     Put,
     PutResponse,
     Range,
@@ -221,12 +228,13 @@ class OpRecord:
 
     op_id: int
     client: int
-    kind: str  # put | get | sget | delete | cas
+    kind: str  # put | get | sget | delete | cas | grant | lput | revoke | keepalive
     key: bytes
     node: int
     call_t: int
     value: bytes = b""
     expect_mod: int = 0
+    lease: int = 0  # grant, revoke, keepalive: the lease; lput: the lease the key is put with
     request_id: RequestId | None = None
     return_t: int = -1
     outcome: str = "pending"
@@ -234,14 +242,18 @@ class OpRecord:
     error: str = ""
 
     def __str__(self) -> str:
+        lease = f" lease={self.lease:x}" if self.lease else ""
         return (
-            f"op#{self.op_id} c{self.client} {self.kind} {self.key!r} {self.value!r} @n{self.node} "
+            f"op#{self.op_id} c{self.client} {self.kind} {self.key!r} {self.value!r}{lease} @n{self.node} "
             f"[{self.call_t},{self.return_t}] {self.outcome} {self.response or self.error}"
         )
 
     @property
     def is_write(self) -> bool:
-        return self.kind in ("put", "delete", "cas")
+        return self.kind in WRITE_KINDS
+
+
+WRITE_KINDS = frozenset({"put", "delete", "cas", "grant", "lput", "revoke"})
 
 
 @dataclass(slots=True)
@@ -252,32 +264,55 @@ class _Applied:
     changed: bool
     succeeded: bool = True
     deleted: int = 0
+    error: bool = False  # refused at apply (e.g. an unknown lease): nothing changed
+    stale: bool = False  # an expiry revoke of another leader's term, ignored
 
 
 @dataclass(slots=True)
 class RefModel:
-    """An independent MVCC model of single-key put, delete, range and txn with compares."""
+    """An independent MVCC model of single-key put, delete, range and txn with compares, and of
+    leases: a lease's keys are the live keys put with it; a revoke deletes them in key order at
+    one revision; an expiry revoke (``leader_term`` set) committed in another term is ignored."""
 
     revision: int = 1  # etcd starts at revision 1 with an empty store
     live: dict[bytes, KeyValue] = field(default_factory=dict)
     # key -> parallel lists: revisions at which it changed, and its value from then (None = absent)
     changes: dict[bytes, tuple[list[int], list[KeyValue | None]]] = field(default_factory=dict)
     results: dict[RequestId, _Applied] = field(default_factory=dict)
+    # (member, nonce) -> highest counter applied: the state machine's dedup rule, so a proposer
+    # with several commands in flight (a leader's expiry revokes) is modelled exactly.
+    applied_counters: dict[tuple[int, int], int] = field(default_factory=dict)
+    leases: dict[int, int] = field(default_factory=dict)  # id -> granted TTL
+    # Every event in commit order, as a watcher from revision 1 must see it (prev_kv omitted).
+    events: list[Event] = field(default_factory=list)
     duplicates: int = 0
 
-    def apply(self, rid: RequestId, cmd: Command) -> None:
-        if rid in self.results:
+    def apply(self, rid: RequestId, cmd: Command, term: int = 0) -> None:
+        """Apply one committed command of entry term ``term``."""
+        client = (rid.member_id, rid.nonce)
+        last = self.applied_counters.get(client)
+        if last is not None and rid.counter <= last:
             self.duplicates += 1
             return
+        self.applied_counters[client] = rid.counter
         rev = self.revision + 1
+        if isinstance(cmd, LeaseGrant | LeaseRevoke):
+            self.results[rid] = self._lease_op(cmd, term, rev)
+            return
         if isinstance(cmd, Txn):
             succeeded = all(self._compare(c) for c in cmd.compare)
             ops = cmd.success if succeeded else cmd.failure
+            if any(isinstance(op, Put) and op.lease and op.lease not in self.leases for op in ops):
+                self.results[rid] = _Applied(self.revision, False, error=True)
+                return
             changed = False
             for op in ops:
                 changed |= self._write(op, rev)
             self.results[rid] = _Applied(rev if changed else self.revision, changed, succeeded)
         else:
+            if isinstance(cmd, Put) and cmd.lease and cmd.lease not in self.leases:
+                self.results[rid] = _Applied(self.revision, False, error=True)
+                return
             before = len(self.live)
             changed = self._write(cmd, rev)
             self.results[rid] = _Applied(
@@ -285,6 +320,24 @@ class RefModel:
             )
         if changed:
             self.revision = rev
+
+    def _lease_op(self, cmd: LeaseGrant | LeaseRevoke, term: int, rev: int) -> _Applied:
+        if isinstance(cmd, LeaseGrant):
+            if cmd.id == 0 or cmd.id in self.leases:
+                return _Applied(self.revision, False, error=True)
+            self.leases[cmd.id] = cmd.ttl
+            return _Applied(self.revision, False)
+        if cmd.leader_term and cmd.leader_term != term:
+            return _Applied(self.revision, False, stale=True)
+        if cmd.id not in self.leases:
+            return _Applied(self.revision, False, error=True)
+        del self.leases[cmd.id]
+        held = sorted(k for k, kv in self.live.items() if kv.lease == cmd.id)
+        for key in held:
+            self._write(DeleteRange(key), rev)
+        if held:
+            self.revision = rev
+        return _Applied(self.revision, bool(held), deleted=len(held))
 
     def _write(self, op: object, rev: int) -> bool:
         if isinstance(op, Put):
@@ -299,6 +352,7 @@ class RefModel:
             )
             self.live[op.key] = kv
             self._record(op.key, rev, kv)
+            self.events.append(Event(EventType.PUT, kv, None))
             return True
         if isinstance(op, DeleteRange):
             if op.range_end:
@@ -307,6 +361,7 @@ class RefModel:
                 return False
             del self.live[op.key]
             self._record(op.key, rev, None)
+            self.events.append(Event(EventType.DELETE, KeyValue(op.key, 0, rev, 0, b"", 0), None))
             return True
         if isinstance(op, Range):
             return False
@@ -359,17 +414,25 @@ def build_model(committed: dict[int, tuple[int, EntryType, bytes]], upto: int) -
         item = committed.get(index)
         if item is None:
             raise Violation(f"committed log has a hole at index {index} (up to {upto})")
-        _term, etype, data = item
+        term, etype, data = item
         if etype is not EntryType.NORMAL or not data:
             continue
         rid, cmd = decode_command(data)
-        model.apply(rid, cmd)
+        model.apply(rid, cmd, term)
     return model
 
 
 def _response_revision(op: OpRecord) -> int | None:
     resp = op.response
-    if isinstance(resp, RangeResponse | PutResponse | DeleteRangeResponse | TxnResponse):
+    if isinstance(
+        resp,
+        RangeResponse
+        | PutResponse
+        | DeleteRangeResponse
+        | TxnResponse
+        | LeaseGrantResponse
+        | LeaseRevokeResponse,
+    ):
         return resp.revision
     return None
 
@@ -381,7 +444,7 @@ def check_history(ops: list[OpRecord], model: RefModel) -> None:
     for op in ops:
         if op.is_write:
             _check_write(op, model, seen_revs)
-        elif op.outcome == "ok":
+        elif op.outcome == "ok" and op.kind in ("get", "sget"):
             _check_read(op, model)
     _check_real_time(ops, model)
 
@@ -389,12 +452,14 @@ def check_history(ops: list[OpRecord], model: RefModel) -> None:
 def _check_write(op: OpRecord, model: RefModel, seen_revs: dict[int, int]) -> None:
     assert op.request_id is not None
     applied = model.results.get(op.request_id)
-    if op.outcome == "fail" and applied is not None:
+    if op.outcome == "fail" and applied is not None and not applied.error:
         raise Violation(f"a write reported as not applied was committed: {op}")
     if op.outcome != "ok":
         return
     if applied is None:
         raise Violation(f"acknowledged write lost (not in the committed log): {op}")
+    if applied.error:
+        raise Violation(f"write acknowledged, but the committed order refuses it: {op}")
     rev = _response_revision(op)
     if rev != applied.revision:
         raise Violation(f"write revision {rev} differs from the committed order's {applied.revision}: {op}")

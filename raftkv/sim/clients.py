@@ -2,8 +2,9 @@
 
 Owns: ``ClientPool`` — per-client sequence numbers and request ids, the choice of the next
 operation (put, linearizable get, serializable get, delete, CAS txn over a few keys, each with a
-unique value ``f"{client}-{seq}"``), pending operations by request id and by read token, and the
-history of ``OpRecord``s.
+unique value ``f"{client}-{seq}"``; lease grant with a client-chosen id, put with a lease, revoke;
+and the keepalives the world schedules for kept leases), each client's granted leases, pending
+operations by request id and by read token, and the history of ``OpRecord``s.
 
 Must not: talk to a ``Replica`` (the world submits operations and reports completions), or retry
 an operation whose outcome is unknown.
@@ -21,6 +22,7 @@ import random
 from dataclasses import dataclass
 
 from raftkv.sim.checks import OpRecord
+from raftkv.sim.leases import TTL_CHOICES
 from raftkv.state.commands import (
     Command,
     Compare,
@@ -28,6 +30,8 @@ from raftkv.state.commands import (
     CompareTarget,
     DeleteRange,
     KeyValue,
+    LeaseGrant,
+    LeaseRevoke,
     Put,
     Range,
     RangeResponse,
@@ -37,7 +41,10 @@ from raftkv.state.commands import (
 )
 
 KEYS = tuple(f"k{i}".encode() for i in range(4))
-_KINDS = ("put", "put", "put", "get", "get", "sget", "delete", "cas", "cas")
+_KINDS = (
+    "put", "put", "put", "get", "get", "sget", "delete", "cas", "cas", "grant", "lput", "lput", "revoke",
+)
+MAX_LEASES_PER_CLIENT = 3
 
 
 @dataclass(slots=True)
@@ -60,14 +67,22 @@ class ClientPool:
         self._nonce = [rng.getrandbits(32) for _ in range(n_clients)]
         # client -> key -> last mod_revision it observed, the CAS precondition it will use.
         self._seen_mod: list[dict[bytes, int]] = [{} for _ in range(n_clients)]
+        # client -> leases it was told were granted and has not revoked; lease id -> TTL.
+        self.leases: list[list[int]] = [[] for _ in range(n_clients)]
+        self.ttls: dict[int, int] = {}
+        self._grants = [0] * n_clients
 
     def new_op(self, client: int, node: int, now: int) -> tuple[OpRecord, Command | None]:
         """The client's next operation and, for a write, the command to propose."""
         self._seq[client] += 1
         kind = self.rng.choice(_KINDS)
         key = self.rng.choice(KEYS)
-        op = OpRecord(op_id=len(self.history), client=client, kind=kind, key=key, node=node, call_t=now)
-        self.history.append(op)
+        owned = self.leases[client]
+        if kind == "grant" and len(owned) >= MAX_LEASES_PER_CLIENT:
+            kind = "lput"
+        if kind in ("lput", "revoke") and not owned:
+            kind = "grant"
+        op = self._record(client, kind, key, node, now)
         if kind in ("get", "sget"):
             if kind == "get":
                 self.by_token[op.op_id] = op
@@ -78,6 +93,20 @@ class ClientPool:
         cmd: Command
         if kind == "delete":
             cmd = DeleteRange(key)
+        elif kind == "grant":
+            self._grants[client] += 1
+            op.lease = (client + 1) << 20 | self._grants[client]
+            self.ttls[op.lease] = self.rng.choice(TTL_CHOICES)
+            op.key = b""
+            cmd = LeaseGrant(op.lease, self.ttls[op.lease])
+        elif kind == "revoke":
+            op.lease = owned.pop(self.rng.randrange(len(owned)))
+            op.key = b""
+            cmd = LeaseRevoke(op.lease)
+        elif kind == "lput":
+            op.lease = self.rng.choice(owned)
+            op.value = f"{client}-{self._seq[client]}".encode()
+            cmd = Put(key, op.value, lease=op.lease)
         else:
             op.value = f"{client}-{self._seq[client]}".encode()
             if kind == "put":
@@ -92,6 +121,18 @@ class ClientPool:
                     failure=(Range(key),),
                 )
         return op, cmd
+
+    def new_keepalive(self, client: int, lease: int, node: int, now: int) -> OpRecord:
+        """A keepalive of ``lease`` by its owner (not a Raft write: no request id)."""
+        op = self._record(client, "keepalive", b"", node, now)
+        op.lease = lease
+        self.by_token[op.op_id] = op
+        return op
+
+    def _record(self, client: int, kind: str, key: bytes, node: int, now: int) -> OpRecord:
+        op = OpRecord(op_id=len(self.history), client=client, kind=kind, key=key, node=node, call_t=now)
+        self.history.append(op)
+        return op
 
     def read_request(self, op: OpRecord) -> Range:
         return Range(op.key, serializable=op.kind == "sget")
@@ -110,6 +151,8 @@ class ClientPool:
         if outcome == "ok":
             self.stats.ok += 1
             self._observe(op)
+            if op.kind == "grant":
+                self.leases[op.client].append(op.lease)
         elif outcome == "fail":
             self.stats.fail += 1
         else:
@@ -131,7 +174,7 @@ class ClientPool:
         elif isinstance(resp, RangeResponse):
             kv = resp.kvs[0] if resp.kvs else None
             self._seen_mod[op.client][op.key] = kv.mod_revision if kv else 0
-        elif op.kind == "put":
+        elif op.kind in ("put", "lput"):
             self._seen_mod[op.client][op.key] = getattr(resp, "revision", 0)
         elif op.kind == "delete":
             self._seen_mod[op.client][op.key] = 0

@@ -19,6 +19,7 @@ disk alone.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import random
 import traceback
@@ -33,13 +34,17 @@ from raftkv.replica import Applied, ReadyWork, Replica, ReplicaConfig
 from raftkv.sim.checks import OpRecord, SafetyChecker, Violation, build_model, check_history
 from raftkv.sim.clients import ClientPool
 from raftkv.sim.disk import SimDisk
+from raftkv.sim.leases import TTL_CHOICES, ExpiryDecision, LeaseBook
 from raftkv.sim.net import NetFaults, Network, bridge, deaf, halves, ring
-from raftkv.state.commands import Command, encode_command
+from raftkv.sim.watchers import NodeWatcher, check_watchers
+from raftkv.state.commands import Command, LeaseRevoke, RequestId, encode_command
 from raftkv.state.machine import StateMachine
 
 TICK_MS = 10
 ELECTION_TICK = 10
 CLIENT_TIMEOUT_MS = 2000
+# A keepalive stream has no per-request deadline in etcd's clients; the simulated one gives up later.
+KEEPALIVE_TIMEOUT_MS = 5000
 # Simulated fault phase per seed: sized so the CI batch (300 seeds + canaries) fits ~8 min on 2 cores.
 DEFAULT_FAULT_MS = 10_000
 CORE_FLAGS = frozenset(
@@ -52,13 +57,30 @@ CORE_FLAGS = frozenset(
         "forget_vote",
     }
 )
-SIM_FLAGS = frozenset({"no_fsync", "no_dedup"})
+SIM_FLAGS = frozenset({"no_fsync", "no_dedup", "stale_revoke", "keepalive_no_confirm"})
 ALL_FLAGS = CORE_FLAGS | SIM_FLAGS
 
+# A leader looks for expired leases every this many of its own ticks, revoking up to a batch.
+LEASE_CHECK_TICKS = 5
+LEASE_REVOKE_BATCH = 16
+# A lease revoke that has not taken effect this long after it was proposed is proposed again.
+REVOKE_RETRY_MS = 1000
+
 # Event kinds (ints keep heap comparisons cheap and deterministic).
-_TICK, _DELIVER, _PROCESS, _SYNC, _CLIENT, _TIMEOUT, _FAULT, _END_FAULT = range(8)
+_TICK, _DELIVER, _PROCESS, _SYNC, _CLIENT, _TIMEOUT, _FAULT, _END_FAULT, _KEEPALIVE = range(9)
 # Inbox item kinds.
-_IN_MSG, _IN_TICK, _IN_PROP, _IN_READ, _IN_SREAD, _IN_SNAP_STATUS, _IN_UNREACHABLE = range(7)
+(
+    _IN_MSG,
+    _IN_TICK,
+    _IN_PROP,
+    _IN_READ,
+    _IN_SREAD,
+    _IN_SNAP_STATUS,
+    _IN_UNREACHABLE,
+    _IN_LEASE_CHECK,
+    _IN_KEEPALIVE_READ,
+    _IN_REVOKE,
+) = range(10)
 # A crash right after the write is the one that can lose unsynced data, so it is drawn most.
 _CRASH_POINTS = ("after_write", "after_write", "after_sync", "after_send")
 
@@ -132,6 +154,14 @@ class SimNode:
     work: ReadyWork | None = None
     crash_point: str | None = None
     led_term: int = 0  # the term this node was last seen leading (for step-down counting)
+    ticks: int = 0
+    # Expiry revokes: (member, nonce) of this life's proposals, their counter, and lease -> when
+    # its revoke was last proposed (not proposed again before REVOKE_RETRY_MS).
+    revoke_nonce: int = 0
+    revoke_counter: int = 0
+    revoking: dict[int, int] = field(default_factory=dict)
+    # Keepalives that arrived while paused: their handlers run first when the process wakes.
+    deferred: list[OpRecord] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -181,6 +211,10 @@ class World:
         self.quorum = n_nodes // 2 + 1
         self.checker = SafetyChecker(self.quorum)
         self.pool = ClientPool(random.Random(master.getrandbits(64)), profile.clients)
+        self.lease_rng = random.Random(master.getrandbits(64))
+        self.book = LeaseBook()
+        self._keepalive_terms: dict[int, int] = {}  # keepalive op -> term its leadership check began
+        self.watchers = {nid: NodeWatcher(nid) for nid in self.ids}
         self.clients_active = False
         self.client_nodes = list(self.ids)
         # A client has at most one operation outstanding (its request-id discipline needs it).
@@ -212,6 +246,11 @@ class World:
                 "checkquorum_stepdown",
                 "read_index_failed",
                 "dedup_hit",
+                "lease_expiry_revoked",
+                "stale_revoke_ignored",
+                "keepalive_ok",
+                "keepalive_not_leader",
+                "watch_resumed",
             ),
             0,
         )
@@ -261,6 +300,8 @@ class World:
                 self._timeout(a)
             elif kind == _FAULT:
                 self._fault(a)
+            elif kind == _KEEPALIVE:
+                self._keepalive(a, b)
             else:
                 self._end_fault(a, b)
         self.now = max(self.now, t_end)
@@ -269,7 +310,9 @@ class World:
 
     def _start(self, node: SimNode) -> None:
         storage = node.disk.recover()
-        machine = StateMachine(unsafe_no_dedup="no_dedup" in self.unsafe)
+        machine = StateMachine(
+            unsafe_no_dedup="no_dedup" in self.unsafe, unsafe_stale_revoke="stale_revoke" in self.unsafe
+        )
         p = self.profile
         config = ReplicaConfig(
             node_id=node.id,
@@ -286,6 +329,15 @@ class World:
         node.inbox = []
         node.work = None
         node.crash_point = None
+        node.ticks = 0
+        node.revoke_nonce = self.lease_rng.getrandbits(32)
+        node.revoke_counter = 0
+        node.revoking = {}
+        node.deferred = []
+        watcher = self.watchers[node.id]
+        if watcher.last_rev:
+            self.rare["watch_resumed"] += 1
+        watcher.attach(node.replica.watches)
         hs = storage.hard_state
         self.checker.on_start(node.id, storage.snapshot().meta.index, hs.commit)
         self.checker.on_vote(node.id, hs.term, hs.vote, "recovered hard state")
@@ -305,6 +357,7 @@ class World:
         node.life += 1
         node.busy = node.paused = node.scheduled = False
         node.inbox = []
+        node.deferred = []
         node.work = None
         node.crash_point = None
         # The client connections broke: a write's fate is unknown, a read simply failed.
@@ -326,6 +379,9 @@ class World:
             return
         if not node.paused:
             self._enqueue(node, (_IN_TICK,))
+            node.ticks += 1
+            if node.ticks % LEASE_CHECK_TICKS == 0:
+                self._enqueue(node, (_IN_LEASE_CHECK,))
         self._at(self.now + node.period, _TICK, nid, life)
 
     def _deliver(self, m: Message) -> None:
@@ -394,6 +450,13 @@ class World:
                 self._finish(op, "ok", r.machine.read(self.pool.read_request(op)))
             elif kind == _IN_SNAP_STATUS:
                 r.report_snapshot(item[1], item[2])
+            elif kind == _IN_LEASE_CHECK:
+                self._lease_check(node, r)
+            elif kind == _IN_KEEPALIVE_READ:
+                r.read(item[1].op_id)
+            elif kind == _IN_REVOKE:
+                with contextlib.suppress(ProposalDropped):  # retried after REVOKE_RETRY_MS
+                    r.propose(item[1])
             else:
                 r.report_unreachable(item[1])
         work = r.begin_ready()
@@ -445,10 +508,13 @@ class World:
         if node.crash_point == "after_send":
             self._crash(node)
             return
-        applied = r.finish_ready(work)
+        stale_before = r.machine.stale_revokes_ignored
+        applied = r.finish_ready(work, self._clock(node))
+        self.rare["stale_revoke_ignored"] += r.machine.stale_revokes_ignored - stale_before
         node.busy = False
         node.work = None
         self._handle_applied(node, r, applied)
+        self.watchers[nid].collect(r.watches)
         self._observe(node)
         if node.inbox or r.has_ready():
             node.scheduled = True
@@ -461,6 +527,7 @@ class World:
             self.checker.on_apply(node.id, e, synced)
         by_request = self.pool.by_request
         for rid, res in applied.results:
+            self.book.on_applied(rid, self.now)
             if getattr(res, "duplicate", False):
                 self.rare["dedup_hit"] += 1
             op = by_request.get(rid)
@@ -476,7 +543,11 @@ class World:
                     self._finish(op, "ok", getattr(res, "response", None))
         for token in applied.reads_ready:
             op = self.pool.by_token.get(token)  # type: ignore[call-overload]
-            if op is not None:
+            if op is None:
+                continue
+            if op.kind == "keepalive":
+                self._refresh(node, r, op, self._keepalive_terms.pop(op.op_id, 0))
+            else:
                 self._finish(op, "ok", r.machine.read(self.pool.read_request(op)))
         for token in applied.reads_failed:
             self.rare["read_index_failed"] += 1
@@ -517,9 +588,15 @@ class World:
         if op.outcome != "pending":
             return
         self.pool.finish(op, self.now, outcome, response, error)
-        self._client_busy[op.client] = False
         if self._log is not None:
             self.note(f"OP {op}")
+        if op.kind == "keepalive":
+            self._keepalive_done(op)
+            return
+        self._client_busy[op.client] = False
+        if op.kind == "grant" and outcome == "ok" and self.lease_rng.random() < 0.5:
+            self.book.kept.add(op.lease)
+            self._at(self.now + self._keepalive_interval(op.lease), _KEEPALIVE, op.lease, op.client)
         if self.clients_active:
             self._at(self.now + self.client_rng.randint(1, 30), _CLIENT, op.client)
 
@@ -530,6 +607,9 @@ class World:
         nid = self.client_rng.choice(self.client_nodes)
         node = self.nodes[nid]
         op, cmd = self.pool.new_op(client, nid, self.now)
+        if op.kind == "revoke":
+            assert op.request_id is not None
+            self.book.track_revoke(op.request_id, op.lease)
         if node.replica is None:
             self._finish(op, "fail", error="connection refused")
             return
@@ -553,6 +633,102 @@ class World:
         self.clients_active = True
         for c in range(self.pool.n_clients):
             self._at(self.now + self.client_rng.randint(0, 50), _CLIENT, c)
+
+    # -- leases ----------------------------------------------------------------------------
+
+    def _clock(self, node: SimNode) -> float:
+        """The node's own monotonic clock in seconds (it drifts with the node's tick period)."""
+        return self.now * TICK_MS / node.period / 1000
+
+    def _lease_check(self, node: SimNode, r: Replica) -> None:
+        """The leader's expiry round, as the driver runs it: decide now, propose on the next cycle
+        (leadership may move in between, which is what makes a revoke stale)."""
+        if not r.is_leader():
+            return
+        for lease_id in r.expired_leases(self._clock(node), LEASE_REVOKE_BATCH):
+            last = node.revoking.get(lease_id)
+            if last is not None and self.now - last < REVOKE_RETRY_MS:
+                continue
+            node.revoking[lease_id] = self.now
+            node.revoke_counter += 1
+            rid = RequestId(500 + node.id, node.revoke_nonce, node.revoke_counter)
+            self.book.decided(rid, ExpiryDecision(lease_id, self.now, node.id, r.term))
+            command = LeaseRevoke(lease_id, leader_term=r.term)
+            self._enqueue(node, (_IN_REVOKE, encode_command(rid, command)))
+
+    def _keepalive_interval(self, lease: int) -> int:
+        return self.pool.ttls[lease] * 1000 // 3  # etcd's clients keep alive every TTL/3
+
+    def _keepalive(self, lease: int, client: int) -> None:
+        """The owner's next keepalive of a kept lease: at the node it last found leading."""
+        if not self.book.active or lease not in self.book.kept:
+            return
+        nid = self.book.hint.get(lease) or self.lease_rng.choice(self.ids)
+        node = self.nodes[nid]
+        op = self.pool.new_keepalive(client, lease, nid, self.now)
+        r = node.replica
+        if r is None:
+            self._finish(op, "fail", error="connection refused")
+            return
+        self._at(self.now + KEEPALIVE_TIMEOUT_MS, _TIMEOUT, op.op_id)
+        if node.paused:
+            node.deferred.append(op)
+        else:
+            self._keepalive_at(node, r, op)
+
+    def _keepalive_at(self, node: SimNode, r: Replica, op: OpRecord) -> None:
+        """The server's keepalive handler. It runs beside the Raft loop, not behind its inbox (as
+        the driver's HTTP handler does), so a leader waking from a pause may run it before it
+        steps the messages that depose it; only the confirmation round makes that safe."""
+        if op.outcome != "pending":
+            return
+        if not r.is_leader():
+            self.rare["keepalive_not_leader"] += 1
+            self._finish(op, "fail", error="not leader")
+            if r.leader_id:
+                self.book.hint[op.lease] = r.leader_id  # the client retries there (a forward)
+            return
+        if "keepalive_no_confirm" in self.unsafe:
+            self._refresh(node, r, op, r.term)
+        else:
+            # Only a leader whose quorum confirms it in this term may extend a lease.
+            self._keepalive_terms[op.op_id] = r.term
+            self._enqueue(node, (_IN_KEEPALIVE_READ, op))
+
+    def _refresh(self, node: SimNode, r: Replica, op: OpRecord, term: int) -> None:
+        ttl = r.refresh_lease(op.lease, term, self._clock(node))
+        if ttl:
+            self.rare["keepalive_ok"] += 1
+        self._finish(op, "ok", ttl or 0)
+
+    def _keepalive_done(self, op: OpRecord) -> None:
+        lease = op.lease
+        if not self.book.active or lease not in self.book.kept:
+            return
+        if op.outcome == "ok" and not op.response:
+            self.book.kept.discard(lease)  # expired or revoked: nothing left to keep alive
+            return
+        if op.outcome == "ok":
+            self.book.hint[lease] = op.node
+            delay = self._keepalive_interval(lease)
+        else:
+            self.book.hint.pop(lease, None)
+            delay = self.lease_rng.randint(5, 30)
+        self._at(self.now + delay, _KEEPALIVE, lease, op.client)
+
+    def await_leases_expired(self) -> None:
+        """Liveness: with keepalives stopped, every lease is revoked within its TTL at the slowest
+        clock plus a few election timeouts, and the cluster converges on that."""
+        et_ms = ELECTION_TICK * max(n.period for n in self.nodes.values())
+        rate_min = min(TICK_MS / n.period for n in self.nodes.values())
+        deadline = self.now + int(max(TTL_CHOICES) * 1000 / rate_min) + 10 * et_ms
+        while True:
+            left = {nid: len(n.replica.machine.leases) for nid, n in self.nodes.items() if n.replica}
+            if not any(left.values()) and self.converged() is None:
+                return
+            if self.now >= deadline:
+                raise Violation(f"liveness: leases not expired without keepalives: per node {left}")
+            self.run_until(self.now + et_ms // 2)
 
     # -- faults ----------------------------------------------------------------------------
 
@@ -609,6 +785,8 @@ class World:
             node = self.nodes[nid]
             if node.replica is not None and not node.paused:
                 length = rng.randint(1, 3) * ELECTION_TICK * TICK_MS + rng.randint(0, 100)
+                if rng.random() < 0.25:
+                    length = rng.randint(1000, 2500)  # about a lease TTL: a GC or VM stall
                 node.paused = True
                 self.stats["pauses"] += 1
                 if nid == leader:
@@ -674,6 +852,12 @@ class World:
         elif kind == "resume" and node.paused and node.replica is not None:
             node.paused = False
             self.note(f"RESUME n{nid}")
+            # Handlers and the overdue expiry timer run as the process wakes, before the Raft
+            # loop steps what its peers sent meanwhile.
+            deferred, node.deferred = node.deferred, []
+            for op in deferred:
+                self._keepalive_at(node, node.replica, op)
+            node.inbox.insert(0, (_IN_LEASE_CHECK,))
             if node.inbox:
                 node.scheduled = True
                 self._at(self.now, _PROCESS, nid, node.life)
@@ -681,6 +865,7 @@ class World:
     def stop_faults(self) -> None:
         """Heal everything: the network, crashed and paused nodes; no new faults."""
         self.faults_active = False
+        self.book.active = False
         self.net.heal()
         self.net.faults = NetFaults()
         for nid in self.ids:
@@ -771,13 +956,17 @@ class World:
         # Every operation resolves: by now or, at the latest, by its client time-out.
         pending = self.pool.pending()
         if pending:
-            self.run_until(max(op.call_t for op in pending) + CLIENT_TIMEOUT_MS)
+            self.run_until(max(op.call_t for op in pending) + KEEPALIVE_TIMEOUT_MS)
             pending = self.pool.pending()
         if pending:
             raise Violation(f"liveness: client operation never resolved: {pending[0]}")
         c = self.checker
         model = build_model(c.committed, c.max_committed)
         check_history(self.pool.history, model)
+        rate_max = max(TICK_MS / n.period for n in self.nodes.values())
+        self.book.check(self.pool.history, model, self.pool.ttls, rate_max)
+        check_watchers(list(self.watchers.values()), model)
+        self.rare["lease_expiry_revoked"] = self.book.effective_expiries(model)
 
     def fault_counts(self) -> dict[str, int]:
         out = dict(self.stats)
@@ -818,6 +1007,7 @@ def run_seed(
         world.await_convergence("after faults")
         world.probe_partial_partition()
         world.await_convergence("after probe")
+        world.await_leases_expired()
         world.final_checks()
     except Violation as e:
         violation = str(e)

@@ -129,9 +129,13 @@ class _Peer:
                 await writer.drain()
                 backoff = BACKOFF_MIN
                 self.connected = True
+                log.debug("peer %x: connected to %s:%d", self.peer_id, host, port)
                 await self._pump(writer)
             except (OSError, ConnectionError, FrameError) as exc:
                 log.debug("peer %x: connection lost: %s", self.peer_id, exc)
+            except Exception:
+                # Anything else is a bug; the sender must not die of it, or the peer goes deaf.
+                log.exception("peer %x: sender failed; reconnecting", self.peer_id)
             finally:
                 self.connected = False
                 if writer is not None:

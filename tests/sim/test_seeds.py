@@ -67,7 +67,8 @@ MUST_HAPPEN = (
 )  # fmt: skip
 RARE_PATHS = (
     "conflict_truncation", "prev_log_below_snapshot", "follower_snapshot_install", "prevote_rejected",
-    "checkquorum_stepdown", "read_index_failed", "dedup_hit",
+    "checkquorum_stepdown", "read_index_failed", "dedup_hit", "lease_expiry_revoked",
+    "stale_revoke_ignored", "keepalive_ok", "keepalive_not_leader", "watch_resumed",
 )  # fmt: skip
 
 
