@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import shutil
 import threading
@@ -28,9 +29,18 @@ from tests.jepsen import checks
 from tests.jepsen.client import Api, b64, header_rev
 from tests.jepsen.cluster import JepsenCluster
 from tests.jepsen.nemesis import Nemesis, Schedule, kinds_for, random_schedule
-from tests.jepsen.workloads import Bank, Ctx, Leases, Register, Watcher
+from tests.jepsen.workloads import (
+    LOCK_COUNTER_PREFIX,
+    Bank,
+    Ctx,
+    Leases,
+    Locks,
+    Register,
+    Watcher,
+    prefix_range,
+)
 
-WORKLOADS = ("register", "bank", "watch", "lease")
+WORKLOADS = ("register", "bank", "watch", "lease", "lock")
 
 
 @dataclass
@@ -59,7 +69,7 @@ class Config:
             return WORKLOADS
         ws = tuple(w.strip() for w in self.workload.split(","))
         for w in ws:
-            if w not in (*WORKLOADS, "lock"):
+            if w not in WORKLOADS:
                 raise ValueError(f"unknown workload {w!r}; choose from {WORKLOADS}")
         return ws
 
@@ -99,7 +109,7 @@ def run_campaign(cfg: Config) -> dict[str, Any]:
         cluster.start()
         result = asyncio.run(_campaign(cfg, cluster, report_dir))
         report.update(result)
-        keep = report["anomalies"] > 0 or report["acked_lost"] > 0
+        keep = report["anomalies"] > 0 or report["acked_lost"] > 0 or os.environ.get("JEPSEN_KEEP") == "1"
     except BaseException as exc:
         report.setdefault("anomalies", 1)
         report.setdefault("acked_lost", 0)
@@ -109,7 +119,9 @@ def run_campaign(cfg: Config) -> dict[str, Any]:
         cluster.close()
         report["kept_artifacts"] = keep
         (report_dir / "report.json").write_text(json.dumps(report, indent=1, default=str))
-        if not keep:
+        if keep:
+            (report_dir / "proxy_events.json").write_text(json.dumps(cluster.proxies.events))
+        else:
             shutil.rmtree(report_dir / "cluster", ignore_errors=True)
     return report
 
@@ -136,6 +148,7 @@ async def _campaign(cfg: Config, cluster: JepsenCluster, report_dir: Path) -> di
         bank = Bank(ctx(share / 3, 2)) if "bank" in wl else None
         watchers = [Watcher(ctx(0, 10 + i), i) for i in range(cfg.nodes)] if "watch" in wl else []
         leases = Leases(ctx(0, 3), ttl=cfg.lease_ttl) if "lease" in wl else None
+        locks = Locks(ctx(0, 4), ttl=cfg.lease_ttl) if "lock" in wl else None
         jobs: list[Any] = []
         if register:
             jobs.append(register.run())
@@ -144,6 +157,8 @@ async def _campaign(cfg: Config, cluster: JepsenCluster, report_dir: Path) -> di
         jobs += [w.run() for w in watchers]
         if leases:
             jobs.append(leases.run())
+        if locks:
+            jobs.append(locks.run())
         tasks = [asyncio.create_task(j) for j in jobs]
 
         nemesis = Nemesis(cluster, lambda: (time.monotonic_ns() - t0) / 1e9, nem_stop)
@@ -166,7 +181,7 @@ async def _campaign(cfg: Config, cluster: JepsenCluster, report_dir: Path) -> di
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-        final = await _final_state(cluster, api, ports, t0, cfg, leases)
+        final = await _final_state(cluster, api, ports, t0, cfg, leases, locks is not None)
     t_check = time.monotonic()
     anomalies: dict[str, list[str]] = dict(final.pop("anomalies"))
     events = final.pop("events")
@@ -189,6 +204,12 @@ async def _campaign(cfg: Config, cluster: JepsenCluster, report_dir: Path) -> di
                 None if final.get("lease_unkept_present") is None else set(final["lease_unkept_present"]),
             )
         )
+    lock_report: dict[str, Any] = {}
+    if locks:
+        lock_report = checks.check_locks(locks.holds, final.get("lock_counters"), events)
+        anomalies.update(lock_report.pop("anomalies"))
+        if locks.client_errors:
+            anomalies["lock_client_error"] = locks.client_errors
     if nemesis.churn_violations:
         anomalies["term_churn"] = nemesis.churn_violations
     if nemesis.errors:
@@ -196,7 +217,7 @@ async def _campaign(cfg: Config, cluster: JepsenCluster, report_dir: Path) -> di
     checker_s = time.monotonic() - t_check
 
     ops = {"ok": 0, "fail": 0, "unknown": 0}
-    for w in (register, bank, leases):
+    for w in (register, bank, leases, locks):
         if w is not None:
             for k, v in w.counts.items():
                 ops[k] += v
@@ -210,6 +231,7 @@ async def _campaign(cfg: Config, cluster: JepsenCluster, report_dir: Path) -> di
         "watch_events": [len(w.events) for w in watchers],
         "watch_resumes": sum(w.resumes for w in watchers),
         "leases": len(leases.records) if leases else 0,
+        **_lock_counts(locks, lock_report),
         "faults": nemesis.counts,
         "bridge_term_churn": nemesis.term_churn,
         "heal_start_s": round(heal_start, 3),
@@ -223,6 +245,8 @@ async def _campaign(cfg: Config, cluster: JepsenCluster, report_dir: Path) -> di
     (report_dir / "nemesis.json").write_text(json.dumps(nemesis.timeline, indent=1))
     if leases:
         (report_dir / "leases.json").write_text(json.dumps([asdict(r) for r in leases.records], default=str))
+    if locks:
+        (report_dir / "locks.json").write_text(json.dumps([asdict(h) for h in locks.holds], default=str))
     if n_anom:
         save_jsonl(history, report_dir / "history.jsonl")
         with (report_dir / "anomalies.txt").open("w") as f:
@@ -237,8 +261,25 @@ async def _campaign(cfg: Config, cluster: JepsenCluster, report_dir: Path) -> di
     return out
 
 
+def _lock_counts(locks: Locks | None, lock_report: dict[str, Any]) -> dict[str, Any]:
+    if locks is None:
+        return {}
+    return {
+        "lock_holds": len(locks.holds),
+        "lock_increments": locks.increments("ok"),
+        "lock_increments_unknown": locks.increments("unknown"),
+        "lock_fenced_rejections": locks.increments("lost"),
+        "lock_zombies": sum(h.zombie for h in locks.holds),
+        "lock_sessions": locks.sessions,
+        "lock_sessions_died": locks.sessions_died,
+        "lock_acquire_failures": locks.acquire_failures,
+        **lock_report,
+    }
+
+
 async def _final_state(
-    cluster: JepsenCluster, api: Api, ports: list[int], t0: int, cfg: Config, leases: Leases | None
+    cluster: JepsenCluster, api: Api, ports: list[int], t0: int, cfg: Config, leases: Leases | None,
+    locks: bool = False,
 ) -> dict[str, Any]:
     """After healing: a write must complete within 10 s; read the current revision, then the whole
     committed history by a full watch from revision 1 on the node that served that read."""
@@ -273,6 +314,14 @@ async def _final_state(
         from tests.jepsen.client import unb64
 
         out["bank_total"] = sum(int(unb64(kv.get("value"))) for kv in res.body.get("kvs", []))
+    if locks:
+        res = await api.call(port, "/v3/kv/range", prefix_range(LOCK_COUNTER_PREFIX))
+        if res.ok:
+            from tests.jepsen.client import unb64
+
+            out["lock_counters"] = {
+                unb64(kv["key"]): int(unb64(kv.get("value"))) for kv in res.body.get("kvs", [])
+            }
     # Convergence: every node reaches the final revision (serializable reads) within a deadline.
     converged = False
     end = time.monotonic() + 15

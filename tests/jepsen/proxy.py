@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +48,11 @@ class ProxySet:
         self._thread = threading.Thread(target=self.loop.run_forever, name="jepsen-proxy", daemon=True)
         self._thread.start()
         self.links: dict[tuple[int, int], Link] = {}
+        # (wall-clock s, src, dst, what): kept with a failing run's artifacts.
+        self.events: list[tuple[float, int, int, str]] = []
+
+    def _event(self, link: Link, what: str) -> None:
+        self.events.append((round(time.time(), 3), link.src, link.dst, what))
 
     def _run(self, coro: Coroutine[Any, Any, Any], timeout: float = 10.0) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -70,6 +76,7 @@ class ProxySet:
             writer.transport.abort()
             return
         up: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._event(link, "accept")
         # A target that is restarting refuses for a moment; retrying briefly makes the proxied
         # connection behave like a slow connect rather than an accepted-then-closed one.
         for _ in range(20):
@@ -79,11 +86,13 @@ class ProxySet:
             except OSError:
                 await asyncio.sleep(0.1)
         if up is None or link.mode == "reset":
+            self._event(link, f"upstream failed, mode {link.mode}")
             writer.transport.abort()
             if up is not None:
                 up[1].transport.abort()
             return
         up_r, up_w = up
+        self._event(link, "upstream connected")
         pair = (writer, up_w)
         link.conns.add(pair)
         if link.mode == "drop":
@@ -110,21 +119,25 @@ class ProxySet:
         # Both directions obey the link's mode: the reverse direction carries only transport
         # acknowledgements (if any), and a partition must silence those too.
         graceful = False
+        why = "error"
         with contextlib.suppress(OSError, asyncio.CancelledError, ConnectionError):
             while True:
                 data = await reader.read(CHUNK)
                 if not data:
                     graceful = link.mode == "pass"
+                    why = "eof"
                     break
                 if link.mode == "drop":
                     link.tainted.add(client_writer)
                     continue
                 if link.mode == "reset":
+                    why = "reset"
                     break
                 if link.mode == "delay" and link.delay_s > 0:
                     await asyncio.sleep(link.delay_s)
                 writer.write(data)
                 await writer.drain()
+        self._event(link, f"{'forward' if forward else 'reverse'} pump ended: {why}")
         if graceful:
             # A clean end of stream (e.g. a finished snapshot transfer) must deliver what is still
             # buffered: close flushes, abort would drop up to the write buffer's high-water mark.

@@ -11,6 +11,10 @@ Owns: the logical clients of each workload and what they record:
   node after any error from the last revision seen + 1.
 * ``lease``: kept-alive leases (a keeper pinned to one node, plus concurrent keepalive probes to
   that node), unkept leases, and readers of the attached keys.
+* ``lock``: a few clients of the ``raftkv.recipes.Lock`` recipe (through ``raftkv.Client`` with
+  every node as an endpoint) contending for two locks; each hold does fenced increments of that
+  lock's counter (a txn comparing the holder's key's create revision, the fencing token, and the
+  counter's mod_revision), and a few holders let their lease expire while holding (zombies).
 
 All times are ``time.monotonic_ns()`` of this process, in seconds since the campaign start.
 Every loop stops when the shared ``stop`` event is set; request time-outs bound every await.
@@ -23,13 +27,19 @@ import contextlib
 import json
 import random
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
+from raftkv import errors
 from raftkv.checker import CasIn, CasOut, HistoryBuilder, PutIn, PutOut, ReadIn, ReadOut
+from raftkv.client import Client, Compare, Op, RangeResponse
+from raftkv.recipes import Lock, LockLost, Session
 from tests.jepsen.client import HOST, Api, b64, header_rev, unb64
+
+T = TypeVar("T")
 
 ROTATE = 200  # operations per key before its generation is retired (bounds per-key WGL cost)
 ALL_KEYS = {"key": b64("\0"), "range_end": b64("\0")}
@@ -424,6 +434,266 @@ class Leases:
         res = await ctx.api.call(port, "/v3/kv/range", {"key": b64(rec.key)})
         if res.ok:
             rec.reads.append((call, ctx.now(), bool(res.body.get("kvs")), header_rev(res.body)))
+
+    async def _nap(self, s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.ctx.stop.wait(), timeout=s)
+
+
+# --- lock ------------------------------------------------------------------------------------
+
+LOCK_PREFIX = "lock/"  # lock i is the recipe's queue under "lock/<i>/"
+LOCK_COUNTER_PREFIX = "lockctr/"  # the counter lock i guards is "lockctr/<i>"
+
+
+@dataclass
+class Increment:
+    """One fenced increment: a txn comparing the holder's key's create revision (the fencing token)
+    and the counter's mod_revision (read linearizably just before), then putting ``value``."""
+
+    call: float
+    ret: float
+    outcome: str  # ok | fail | unknown | lost (the guard failed) | conflict (guard held, counter moved)
+    value: int  # the value written (counter + 1)
+    revision: int = 0  # the commit revision, when ok
+
+
+@dataclass
+class LockHold:
+    """One successful ``Lock.acquire`` and what the holder did until it released."""
+
+    client: int
+    session: int  # serial number of the Session (one lease), unique over the run
+    lock: str
+    counter: str
+    key: str
+    token: int  # Lock.revision: the create revision of ``key``
+    acquire: tuple[float, float]  # call, return
+    increments: list[Increment] = field(default_factory=list)
+    release: tuple[float, float] | None = None  # call, return (always attempted)
+    release_outcome: str = ""  # ok | fail | unknown
+    lost_t: float | None = None  # when the holder learned it lost the lock (guard failed, session lost)
+    zombie: bool = False  # the holder stopped its keepalive and slept past the TTL while holding
+    # Whether the session's lease died during this hold: False for every hold its session followed
+    # with another successful acquire (the lease was alive then, and leases never come back); for
+    # the session's last hold, what the end of the session showed (None: could not tell).
+    lease_died: bool | None = False
+
+    @property
+    def end(self) -> float:
+        """The end of the hold as the holder saw it: when it called release."""
+        return self.release[0] if self.release is not None else float("inf")
+
+
+class _Stopped(Exception):
+    """The campaign's stop event fired while a lock call was pending (it was cancelled)."""
+
+
+@dataclass
+class Locks:
+    """Lock clients contending for a few lock names through the real ``raftkv.recipes.Lock`` over
+    the failover ``raftkv.Client`` (all nodes as endpoints), each a Session with a short TTL.
+
+    Every hold does 1-3 fenced increments of the lock's counter, then releases. A few holds are
+    zombies: the holder stops its keepalive and sleeps past the TTL, then tries one more fenced
+    increment, which must fail once another client acquired the lock meanwhile."""
+
+    ctx: Ctx
+    ttl: int = 4
+    clients: int = 3
+    locks: int = 2
+    max_holds: int = 400  # per client
+    acquire_timeout_s: float = 8.0
+    zombie_p: float = 0.04
+    holds: list[LockHold] = field(default_factory=list)
+    acquire_failures: dict[str, int] = field(default_factory=dict)  # by reason
+    counts: dict[str, int] = field(default_factory=lambda: {"ok": 0, "fail": 0, "unknown": 0})
+    sessions: int = 0
+    sessions_died: int = 0
+    client_errors: list[str] = field(default_factory=list)  # unexpected exceptions (client bugs)
+
+    async def run(self) -> None:
+        await asyncio.gather(*(self._client(i) for i in range(self.clients)))
+
+    @property
+    def timeout_s(self) -> float:
+        return self.ctx.api.timeout_s
+
+    def increments(self, outcome: str) -> int:
+        return sum(1 for h in self.holds for inc in h.increments if inc.outcome == outcome)
+
+    async def _client(self, cid: int) -> None:
+        ctx = self.ctx
+        async with Client([f"{HOST}:{p}" for p in ctx.ports], timeout=self.timeout_s) as client:
+            session: Session | None = None
+            sid = 0
+            last: LockHold | None = None  # the current session's last hold
+            n = 0
+            try:
+                while not ctx.stop.is_set() and n < self.max_holds:
+                    if session is None:
+                        session = await self._open_session(client)
+                        if session is None:
+                            await self._nap(0.5)
+                            continue
+                        self.sessions += 1
+                        sid, last = self.sessions, None
+                    n += 1
+                    hold, gone = await self._hold(client, session, cid, sid)
+                    if hold is not None:
+                        last = hold
+                    if gone:
+                        await self._end_session(client, session, last, True if gone == "died" else None)
+                        session = None
+                    else:
+                        await self._nap(ctx.rng.uniform(0.0, 0.3))
+            except Exception as exc:  # a crash of the client or the recipe is a finding
+                self.client_errors.append(f"lock client {cid}: {type(exc).__name__}: {exc}"[:2000])
+            finally:
+                if session is not None:
+                    await self._end_session(client, session, last, None)
+
+    async def _open_session(self, client: Client) -> Session | None:
+        session = Session(client, ttl=self.ttl)
+        try:
+            await asyncio.wait_for(session.open(), self.timeout_s)
+        except (errors.RaftkvError, TimeoutError):
+            return None  # an unknown grant leaves at most an unkept lease, which expires
+        return session
+
+    async def _end_session(
+        self, client: Client, session: Session, last: LockHold | None, died: bool | None
+    ) -> None:
+        """Find out whether the session's lease died (a lease never comes back, so a live lease now
+        means it was alive through every hold), then revoke it."""
+        if died is None:
+            try:
+                ttl = (await asyncio.wait_for(client.time_to_live(session.lease_id), self.timeout_s)).TTL
+                died = ttl < 0  # -1: unknown lease; 0 is a lease still there (its keys too)
+            except (errors.RaftkvError, TimeoutError):
+                died = None
+        if died:
+            self.sessions_died += 1
+        if last is not None:
+            last.lease_died = died
+        with contextlib.suppress(errors.RaftkvError, TimeoutError):
+            await asyncio.wait_for(session.close(), self.timeout_s)
+
+    async def _unless_stopped(self, aw: Awaitable[T]) -> T:
+        """Await ``aw`` unless the stop event fires first; then cancel it (bounded) and raise
+        ``_Stopped``, except when it completed meanwhile."""
+        task = asyncio.ensure_future(aw)
+        stopper = asyncio.ensure_future(self.ctx.stop.wait())
+        try:
+            await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=3 * self.timeout_s)
+            if not task.done() or task.cancelled():
+                raise _Stopped
+        return task.result()
+
+    async def _hold(
+        self, client: Client, session: Session, cid: int, sid: int
+    ) -> tuple[LockHold | None, str]:
+        """Acquire one lock, increment its counter under it, release. Returns the hold (None if not
+        acquired) and whether the session must end: "died" (its lease certainly died), "maybe"
+        (the holder saw it lost, or left it to expire), or ""."""
+        ctx = self.ctx
+        i = ctx.rng.randrange(self.locks)
+        lock = Lock(session, f"{LOCK_PREFIX}{i}")
+        call = ctx.now()
+        try:
+            token = await self._unless_stopped(lock.acquire(timeout=self.acquire_timeout_s))
+        except (LockLost, errors.LeaseNotFound) as exc:
+            self._failed(type(exc).__name__)
+            return None, "died"
+        except TimeoutError:
+            self._failed("not_granted_in_time")
+            return None, ""
+        except _Stopped:
+            self._failed("stopped")
+            return None, ""
+        except errors.RaftkvError as exc:
+            self._failed(type(exc).__name__)
+            return None, "maybe" if session.lost.is_set() else ""
+        hold = LockHold(cid, sid, lock.prefix.decode().rstrip("/"), f"{LOCK_COUNTER_PREFIX}{i}",
+                        lock.key.decode(), token, (call, ctx.now()))
+        self.holds.append(hold)
+        try:
+            if ctx.rng.random() < self.zombie_p:
+                hold.zombie = True
+                await session.lease.stop_keepalive()
+                await self._nap(self.ttl * 1.5 + 1.0)
+                await self._increment(client, lock, hold)
+            else:
+                for _ in range(ctx.rng.randint(1, 3)):
+                    if ctx.stop.is_set() or hold.lost_t is not None:
+                        break
+                    if session.lost.is_set():
+                        hold.lost_t = ctx.now()
+                        break
+                    if await self._increment(client, lock, hold) not in ("ok", "read_failed"):
+                        break  # lost, conflict or an uncertain outcome: end this hold
+        finally:
+            await self._release(lock, hold)
+        if session.lost.is_set() and hold.lost_t is None:
+            hold.lost_t = ctx.now()
+        if hold.zombie or hold.lost_t is not None:
+            return hold, "died" if any(inc.outcome == "lost" for inc in hold.increments) else "maybe"
+        return hold, ""
+
+    def _failed(self, reason: str) -> None:
+        self.acquire_failures[reason] = self.acquire_failures.get(reason, 0) + 1
+
+    async def _increment(self, client: Client, lock: Lock, hold: LockHold) -> str:
+        ctx = self.ctx
+        try:
+            resp = await client.get(hold.counter)  # linearizable; bounded by the client's timeout
+        except errors.RaftkvError:
+            return "read_failed"
+        value = int(resp.kvs[0].value) if resp.kvs else 0
+        mod = resp.kvs[0].mod_revision if resp.kvs else 0
+        txn = (
+            client.txn()
+            .if_(lock.guard(), Compare.mod_revision(hold.counter) == mod)
+            .then(Op.put(hold.counter, str(value + 1)))
+            .else_(Op.get(lock.key))
+        )
+        call = ctx.now()
+        revision = 0
+        try:
+            res = await txn.commit()
+        except errors.RaftkvError as exc:
+            outcome = "fail" if exc.outcome is errors.Outcome.NOT_APPLIED else "unknown"
+        else:
+            if res.succeeded:
+                outcome = "ok"
+                revision = res.header.revision if res.header is not None else 0
+            else:
+                got = res.responses[0].response if res.responses else None
+                mine = got.kvs if isinstance(got, RangeResponse) else ()
+                outcome = "conflict" if mine and mine[0].create_revision == hold.token else "lost"
+        ret = ctx.now()
+        hold.increments.append(Increment(call, ret, outcome, value + 1, revision))
+        self.counts["ok" if outcome in ("ok", "lost", "conflict") else outcome] += 1
+        if outcome == "lost" and hold.lost_t is None:
+            hold.lost_t = ret
+        return outcome
+
+    async def _release(self, lock: Lock, hold: LockHold) -> None:
+        call = self.ctx.now()
+        try:
+            # Lock.release repeats its guarded delete after unknown outcomes: bound the whole of it.
+            await asyncio.wait_for(lock.release(), 2 * self.timeout_s)
+            hold.release_outcome = "ok"
+        except errors.RaftkvError as exc:
+            hold.release_outcome = "fail" if exc.outcome is errors.Outcome.NOT_APPLIED else "unknown"
+        except TimeoutError:
+            hold.release_outcome = "unknown"
+        hold.release = (call, self.ctx.now())
 
     async def _nap(self, s: float) -> None:
         with contextlib.suppress(TimeoutError):
