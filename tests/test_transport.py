@@ -134,3 +134,35 @@ async def test_wrong_cluster_hello_is_refused(pair: Pair) -> None:
         assert await reader.read() == b""  # the listener closed the connection
     writer.close()
     assert all(m.term != 9 for m in box2.messages)
+
+
+async def test_a_peer_that_stops_reading_is_redialled(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The peer accepts and then never reads: TCP reports nothing, so only the write timeout can
+    # tell the connection is dead (seen behind the fault suite's proxy, which left a node deaf).
+    monkeypatch.setattr("raftkv.transport.peer.WRITE_TIMEOUT", 0.3)
+    accepted: list[asyncio.StreamWriter] = []
+    silent = await asyncio.start_server(lambda _r, w: accepted.append(w), "127.0.0.1", 0)
+    port = int(silent.sockets[0].getsockname()[1])
+    box = Inbox()
+    sender = PeerTransport(
+        node_id=1,
+        cluster_id=99,
+        listen=("127.0.0.1", free_port()),
+        peers={2: ("127.0.0.1", port)},
+        on_messages=box.on_messages,
+        on_unreachable=box.unreachable.append,
+        on_snapshot_status=lambda _peer, _ok: None,
+    )
+    await sender.start()
+    try:
+        big = Message(type=MessageType.HEARTBEAT, to=2, frm=1, term=1, context=b"x" * (1 << 20))
+        async with asyncio.timeout(20):
+            while len(accepted) < 2:
+                sender.send([big])
+                await asyncio.sleep(0.02)
+        assert 2 in box.unreachable
+    finally:
+        await sender.stop()
+        for w in accepted:
+            w.close()
+        silent.close()

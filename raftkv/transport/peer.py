@@ -57,6 +57,9 @@ Address = tuple[str, int]
 
 BACKOFF_MIN = 0.05
 BACKOFF_MAX = 2.0
+# A connection whose buffered data makes no progress this long is dead even if TCP has not said
+# so (a peer or middlebox that stopped reading): drop it and redial, as etcd's peer writers do.
+WRITE_TIMEOUT = 5.0
 
 
 class _Peer:
@@ -98,15 +101,14 @@ class _Peer:
             writer.write(encode_hello(hello))
             for frame in encode_snapshot(message):
                 writer.write(frame)
-                await writer.drain()
-            ok = True
+                await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+            # The receiver steps the snapshot once the last chunk is in; a clean close delivers it.
+            ok = await _close(writer, flush=True)
         except (OSError, ConnectionError, FrameError) as exc:
             log.info("snapshot to peer %x failed: %s", self.peer_id, exc)
         finally:
-            if writer is not None:
-                writer.close()
-                with contextlib.suppress(Exception):
-                    await writer.wait_closed()
+            if writer is not None and not ok:
+                await _close(writer, flush=False)
             self.transport.on_snapshot_status(self.peer_id, ok)
 
     async def run(self) -> None:
@@ -132,16 +134,16 @@ class _Peer:
                 log.debug("peer %x: connected to %s:%d", self.peer_id, host, port)
                 await self._pump(writer)
             except (OSError, ConnectionError, FrameError) as exc:
-                log.debug("peer %x: connection lost: %s", self.peer_id, exc)
+                log.debug("peer %x: connection lost: %r", self.peer_id, exc)
             except Exception:
                 # Anything else is a bug; the sender must not die of it, or the peer goes deaf.
                 log.exception("peer %x: sender failed; reconnecting", self.peer_id)
             finally:
                 self.connected = False
                 if writer is not None:
-                    writer.close()
-                    with contextlib.suppress(Exception):
-                        await writer.wait_closed()
+                    # What is still buffered is dropped with the queue: never wait for a peer
+                    # that stopped reading to take it.
+                    await _close(writer, flush=False)
             self._drop_queue()
             await asyncio.sleep(backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, BACKOFF_MAX)
@@ -156,11 +158,32 @@ class _Peer:
             messages = [m for m in batch if isinstance(m, Message)]
             frames = [m for m in batch if isinstance(m, bytes)]
             writer.writelines([encode_messages(messages), *frames] if messages else frames)
-            await writer.drain()
+            if writer.transport.get_write_buffer_size():
+                # Only a backed-up connection can block here; the timeout costs a task, so skip it
+                # when everything was handed to the kernel.
+                await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+            else:
+                await writer.drain()
 
     def _drop_queue(self) -> None:
         self.queue.clear()
         self.transport.on_unreachable(self.peer_id)
+
+
+async def _close(writer: asyncio.StreamWriter, *, flush: bool) -> bool:
+    """Close a connection; with ``flush``, first hand the buffered data to the peer (at most
+    ``WRITE_TIMEOUT``), otherwise drop it. True when it closed cleanly with everything sent."""
+    if flush:
+        writer.close()
+        try:
+            await asyncio.wait_for(writer.wait_closed(), WRITE_TIMEOUT)
+            return True
+        except (OSError, ConnectionError):
+            pass
+    writer.transport.abort()
+    with contextlib.suppress(Exception):
+        await writer.wait_closed()
+    return False
 
 
 class PeerTransport:
