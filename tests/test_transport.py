@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -166,3 +167,46 @@ async def test_a_peer_that_stops_reading_is_redialled(monkeypatch: pytest.Monkey
         for w in accepted:
             w.close()
         silent.close()
+
+
+def test_a_connection_closed_by_the_peer_is_redialled_under_uvloop() -> None:
+    # uvloop raises RuntimeError on a write to a closed transport (asyncio ignores it); once that
+    # killed the sender task and the peer never heard from this node again.
+    uvloop = pytest.importorskip("uvloop")
+
+    async def scenario() -> int:
+        accepted = 0
+
+        async def reset_after_hello(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal accepted
+            accepted += 1
+            await reader.read(1)
+            # A reset, not a clean close: the sender's transport closes before its next write.
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+
+        server = await asyncio.start_server(reset_after_hello, "127.0.0.1", 0)
+        port = int(server.sockets[0].getsockname()[1])
+        sender = PeerTransport(
+            node_id=1,
+            cluster_id=99,
+            listen=("127.0.0.1", free_port()),
+            peers={2: ("127.0.0.1", port)},
+            on_messages=lambda _messages: None,
+            on_unreachable=lambda _peer: None,
+            on_snapshot_status=lambda _peer, _ok: None,
+        )
+        await sender.start()
+        try:
+            async with asyncio.timeout(20):
+                while accepted < 3:
+                    sender.send([Message(type=MessageType.HEARTBEAT, to=2, frm=1, term=1)])
+                    await asyncio.sleep(0.01)
+        finally:
+            await sender.stop()
+            server.close()
+        return accepted
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert runner.run(scenario()) >= 3

@@ -100,7 +100,7 @@ class _Peer:
             )
             writer.write(encode_hello(hello))
             for frame in encode_snapshot(message):
-                writer.write(frame)
+                _write(writer, [frame])
                 await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
             # The receiver steps the snapshot once the last chunk is in; a clean close delivers it.
             ok = await _close(writer, flush=True)
@@ -136,7 +136,7 @@ class _Peer:
             except (OSError, ConnectionError, FrameError) as exc:
                 log.debug("peer %x: connection lost: %r", self.peer_id, exc)
             except Exception:
-                # Anything else is a bug; the sender must not die of it, or the peer goes deaf.
+                # Anything else is a bug, but the sender must not die of it: its peer would go deaf.
                 log.exception("peer %x: sender failed; reconnecting", self.peer_id)
             finally:
                 self.connected = False
@@ -157,7 +157,7 @@ class _Peer:
             self.queue.clear()
             messages = [m for m in batch if isinstance(m, Message)]
             frames = [m for m in batch if isinstance(m, bytes)]
-            writer.writelines([encode_messages(messages), *frames] if messages else frames)
+            _write(writer, [encode_messages(messages), *frames] if messages else frames)
             if writer.transport.get_write_buffer_size():
                 # Only a backed-up connection can block here; the timeout costs a task, so skip it
                 # when everything was handed to the kernel.
@@ -168,6 +168,16 @@ class _Peer:
     def _drop_queue(self) -> None:
         self.queue.clear()
         self.transport.on_unreachable(self.peer_id)
+
+
+def _write(writer: asyncio.StreamWriter, data: list[bytes]) -> None:
+    """Queue ``data``; a connection the peer already closed raises ``ConnectionResetError``.
+
+    asyncio's own transports drop writes after a close silently, but uvloop's raise
+    ``RuntimeError``: uncaught, it once killed a sender and left its peer deaf for good."""
+    if writer.transport.is_closing():
+        raise ConnectionResetError("connection closed by the peer")
+    writer.writelines(data)
 
 
 async def _close(writer: asyncio.StreamWriter, *, flush: bool) -> bool:
