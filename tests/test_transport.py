@@ -13,6 +13,7 @@ import pytest
 
 from raftkv.raft.types import ConfState, Message, MessageType, Snapshot, SnapshotMeta
 from raftkv.transport import frames
+from raftkv.transport import peer as peer_module
 from raftkv.transport.peer import PeerTransport
 
 
@@ -210,3 +211,22 @@ def test_a_connection_closed_by_the_peer_is_redialled_under_uvloop() -> None:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         assert runner.run(scenario()) >= 3
+
+
+async def test_closing_a_connection_whose_peer_stopped_reading_gives_up_cleanly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A timed-out flush must not cancel the connection's shared "closed" future, or the abort
+    # that follows raises CancelledError (a snapshot sender then never reported its outcome).
+    monkeypatch.setattr("raftkv.transport.peer.WRITE_TIMEOUT", 0.3)
+    held: list[asyncio.StreamWriter] = []
+    silent = await asyncio.start_server(lambda _r, w: held.append(w), "127.0.0.1", 0)
+    _reader, writer = await asyncio.open_connection(*silent.sockets[0].getsockname()[:2])
+    writer.write(b"x" * (64 << 20))
+    try:
+        assert await peer_module._close(writer, flush=True) is False
+        assert await peer_module._close(writer, flush=False) is False
+    finally:
+        for w in held:
+            w.close()
+        silent.close()

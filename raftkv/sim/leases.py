@@ -15,8 +15,8 @@ clock runs fast ends a TTL sooner in real time):
   ``c`` on a leader whose quorum confirmed it with acknowledgements sent after ``c``: that leader
   itself no longer refreshes a lease it decided to expire, a later leader was elected after those
   acknowledgements and gives every lease a full TTL on promotion, and an earlier leader's revoke
-  can only take effect if it committed in that leader's term, hence before the refresh, which
-  then answers "not alive";
+  can only take effect if its entry carries that leader's term, so it precedes the refresher's
+  first entry of its own term and is applied before the refresh, which then answers "not alive";
 - keepalives are linearizable: none answers "alive" (TTL > 0) if a revoke of its lease had been
   applied anywhere before the keepalive was called.
 """

@@ -105,11 +105,14 @@ class _Peer:
             # The receiver steps the snapshot once the last chunk is in; a clean close delivers it.
             ok = await _close(writer, flush=True)
         except (OSError, ConnectionError, FrameError) as exc:
-            log.info("snapshot to peer %x failed: %s", self.peer_id, exc)
+            log.info("snapshot to peer %x failed: %r", self.peer_id, exc)
         finally:
-            if writer is not None and not ok:
-                await _close(writer, flush=False)
-            self.transport.on_snapshot_status(self.peer_id, ok)
+            try:
+                if writer is not None and not ok:
+                    await _close(writer, flush=False)
+            finally:
+                # Raft waits for this report before it sends this follower anything else.
+                self.transport.on_snapshot_status(self.peer_id, ok)
 
     async def run(self) -> None:
         backoff = BACKOFF_MIN
@@ -186,7 +189,9 @@ async def _close(writer: asyncio.StreamWriter, *, flush: bool) -> bool:
     if flush:
         writer.close()
         try:
-            await asyncio.wait_for(writer.wait_closed(), WRITE_TIMEOUT)
+            # Shielded: wait_closed() shares the connection's one "closed" future, which a
+            # timeout would otherwise cancel for every later waiter.
+            await asyncio.wait_for(asyncio.shield(writer.wait_closed()), WRITE_TIMEOUT)
             return True
         except (OSError, ConnectionError):
             pass
