@@ -702,6 +702,7 @@ class World:
         self._finish(op, "ok", ttl or 0)
 
     def _keepalive_done(self, op: OpRecord) -> None:
+        self._keepalive_terms.pop(op.op_id, None)
         lease = op.lease
         if not self.book.active or lease not in self.book.kept:
             return
