@@ -104,6 +104,9 @@ DEFAULT_DIAL_TIMEOUT = 2.0
 # election timeout, so hammering the nodes meanwhile only adds load.
 BACKOFF_START = 0.05
 BACKOFF_CAP = 1.0
+# The longest watch stream line read: one message carries at least one whole revision, which a
+# txn of --max-request-bytes (1.5 MiB) with prev_kv and base64 can take to about 4 MiB.
+WATCH_LINE_BYTES = 16 << 20
 
 # ---------------------------------------------------------------------------------------------
 # Encoding
@@ -666,7 +669,11 @@ class Client:
         """Pooled connections, for idempotent calls and streams."""
         # Created lazily so that the session binds to the loop that uses the client.
         if self._session is None:
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+            # A watch message is one line, and a revision's events are never split: read lines of
+            # up to twice this (aiohttp's default stops at 128 KiB with ValueError).
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0), read_bufsize=WATCH_LINE_BYTES // 2
+            )
         return self._session
 
     @property

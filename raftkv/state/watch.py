@@ -28,6 +28,9 @@ from raftkv.state.mvcc import KVStore
 
 STREAM_BUFFER = 128
 CATCH_UP_EVENTS = 1000
+# Catch-up messages also stop near this many key and value bytes (one revision is never split),
+# so a replay of a long history reaches clients as lines a line reader can take.
+CATCH_UP_BYTES = 1 << 20
 NOPUT = 0
 NODELETE = 1
 PROGRESS_WATCH_ID = -1
@@ -264,7 +267,7 @@ class WatchHub:
                 history = self._kv.history(watcher.key, watcher.range_end, watcher.next_revision)
             except errors.Compacted:  # pragma: no cover - excluded by the check above
                 raise errors.InvariantViolation("watch history below the compact revision") from None
-            batch = _whole_revisions(watcher.select(history), CATCH_UP_EVENTS)
+            batch = _whole_revisions(watcher.select(history), CATCH_UP_EVENTS, CATCH_UP_BYTES)
             if not batch:
                 # Never backwards: a watcher created ahead of this node (a client resuming on a
                 # lagging node) and unsynced by a snapshot install must not get current+1.. again.
@@ -288,12 +291,18 @@ class WatchHub:
         self._wake(stream.stream_id)
 
 
-def _whole_revisions(events: tuple[Event, ...], limit: int) -> tuple[Event, ...]:
-    """At most about ``limit`` events, never splitting one revision's events."""
-    if len(events) <= limit:
-        return events
-    last_rev = events[limit - 1].kv.mod_revision
-    end = limit
+def _whole_revisions(events: tuple[Event, ...], limit: int, byte_limit: int) -> tuple[Event, ...]:
+    """A prefix of ``events`` of at most about ``limit`` events and ``byte_limit`` key and value
+    bytes (counting ``prev_kv``), never splitting one revision's events."""
+    size = 0
+    end = 0
+    for end, ev in enumerate(events, start=1):
+        size += len(ev.kv.key) + len(ev.kv.value)
+        if ev.prev_kv is not None:
+            size += len(ev.prev_kv.value)
+        if end >= limit or size >= byte_limit:
+            break
+    last_rev = events[end - 1].kv.mod_revision if end else 0
     while end < len(events) and events[end].kv.mod_revision == last_rev:
         end += 1
     return events[:end]

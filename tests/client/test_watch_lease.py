@@ -55,6 +55,19 @@ async def test_watch_replays_history_from_a_past_revision_with_filters(
     assert [e.kv.value for e in only_puts if e.kv] == [b"1", b"2"]
 
 
+async def test_watch_replays_a_history_larger_than_one_line_buffer(endpoints: list[str], prefix: str) -> None:
+    # Catch-up messages of up to about 1 MiB: far above aiohttp's default 128 KiB line limit.
+    value = "v" * 4096
+    async with Client(endpoints) as c:
+        first = await c.put(prefix + "big/0", value)
+        for i in range(1, 120):
+            await c.put(f"{prefix}big/{i}", value)
+        assert first.header is not None
+        async with c.watch(prefix + "big/", prefix=True, start_revision=first.header.revision) as watch:
+            events = await collect(watch, 120, EVENT_DEADLINE)
+    assert len(events) == 120 and all(e.kv is not None and len(e.kv.value) == 4096 for e in events)
+
+
 async def test_watch_below_the_compact_revision_raises_compacted(endpoints: list[str], prefix: str) -> None:
     async with Client(endpoints) as c:
         old = await c.put(prefix + "k", "1")

@@ -25,6 +25,7 @@ from typing import Any
 import aiohttp
 
 from raftkv.checker import save_jsonl
+from raftkv.client import WATCH_LINE_BYTES
 from tests.jepsen import checks
 from tests.jepsen.client import Api, b64, header_rev
 from tests.jepsen.cluster import JepsenCluster
@@ -137,7 +138,8 @@ async def _campaign(cfg: Config, cluster: JepsenCluster, report_dir: Path) -> di
     stop = asyncio.Event()
     nem_stop = threading.Event()
     conn = aiohttp.TCPConnector(limit=200, force_close=False)
-    async with aiohttp.ClientSession(connector=conn) as session:
+    # The final full-history watch gets catch-up lines far above aiohttp's 128 KiB line default.
+    async with aiohttp.ClientSession(connector=conn, read_bufsize=WATCH_LINE_BYTES // 2) as session:
         api = Api(session, timeout_s=max(3.0, 6 * election_s))
         share = cfg.rate / max(1, len([w for w in wl if w in ("register", "bank")]))
 

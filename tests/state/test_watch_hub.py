@@ -450,6 +450,26 @@ def test_rebind_to_a_store_below_a_future_start_revision_never_moves_the_watcher
     assert revs(events_of(drain(env, s), wid)) == [start]
 
 
+def test_catch_up_messages_stay_near_the_byte_limit_without_splitting_a_revision(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(watch_mod, "CATCH_UP_BYTES", 100)
+    env = Env()
+    for i in range(30):
+        env.put(f"k{i % 7}".encode(), b"v" * 20)
+    env.delete(b"k", b"l")  # one revision deleting seven keys: never split
+    s = env.hub.open_stream()
+    wid = env.hub.create(s, key=b"k", range_end=b"l", start_revision=1)
+    msgs = [m for m in drain(env, s) if m.events]
+    assert len(msgs) > 3
+    got = events_of(msgs, wid)
+    assert revs(got) == sorted(revs(got)) and len(got) == 37
+    for m in msgs:
+        assert sum(len(e.kv.key) + len(e.kv.value) for e in m.events[:-1]) < 100 + 40
+        assert len({e.kv.mod_revision for e in m.events} & {e.kv.mod_revision for n in msgs
+                                                            if n is not m for e in n.events}) == 0
+
+
 def test_notify_idle_only_for_idle_progress_notify_watchers() -> None:
     env = Env()
     s = env.hub.open_stream()
