@@ -253,31 +253,39 @@ class WatchHub:
 
     def _catch_up(self, stream: WatchStream, watcher: Watcher) -> None:
         current = self._kv.revision
+        if stream.full():
+            return
+        compact = self._kv.compact_revision
+        needs_compacted = watcher.next_revision < compact or (
+            watcher.next_revision == compact and not watcher.starts_at_compaction
+        )
+        if needs_compacted:
+            stream.watchers.pop(watcher.watch_id, None)
+            self.cancelled_compacted += 1
+            self._emit(stream, WatchMessage(watcher.watch_id, 0, canceled=True, compact_revision=compact))
+            return
+        try:
+            # Read once and cut into messages: re-reading per message made a replay of N events
+            # cost O(N^2) on the event loop, long enough for clients to time out and retry.
+            history = self._kv.history(watcher.key, watcher.range_end, watcher.next_revision)
+        except errors.Compacted:  # pragma: no cover - excluded by the check above
+            raise errors.InvariantViolation("watch history below the compact revision") from None
+        start = 0
         while not stream.full():
-            compact = self._kv.compact_revision
-            needs_compacted = watcher.next_revision < compact or (
-                watcher.next_revision == compact and not watcher.starts_at_compaction
-            )
-            if needs_compacted:
-                stream.watchers.pop(watcher.watch_id, None)
-                self.cancelled_compacted += 1
-                self._emit(stream, WatchMessage(watcher.watch_id, 0, canceled=True, compact_revision=compact))
-                return
-            try:
-                history = self._kv.history(watcher.key, watcher.range_end, watcher.next_revision)
-            except errors.Compacted:  # pragma: no cover - excluded by the check above
-                raise errors.InvariantViolation("watch history below the compact revision") from None
-            batch = _whole_revisions(watcher.select(history), CATCH_UP_EVENTS, CATCH_UP_BYTES)
-            if not batch:
+            end = _batch_end(history, start, CATCH_UP_EVENTS, CATCH_UP_BYTES)
+            if end == start:
                 # Never backwards: a watcher created ahead of this node (a client resuming on a
                 # lagging node) and unsynced by a snapshot install must not get current+1.. again.
                 watcher.next_revision = max(watcher.next_revision, current + 1)
                 watcher.synced = True
                 return
-            self._emit(stream, WatchMessage(watcher.watch_id, current, batch))
-            watcher.next_revision = batch[-1].kv.mod_revision + 1
-            watcher.idle = False
+            batch = watcher.select(history[start:end])
+            if batch:
+                self._emit(stream, WatchMessage(watcher.watch_id, current, batch))
+                watcher.idle = False
+            watcher.next_revision = history[end - 1].kv.mod_revision + 1
             watcher.starts_at_compaction = False
+            start = end
 
     def _maybe_progress(self, stream: WatchStream) -> None:
         if not stream.progress_pending or stream.full():
@@ -291,18 +299,22 @@ class WatchHub:
         self._wake(stream.stream_id)
 
 
-def _whole_revisions(events: tuple[Event, ...], limit: int, byte_limit: int) -> tuple[Event, ...]:
-    """A prefix of ``events`` of at most about ``limit`` events and ``byte_limit`` key and value
-    bytes (counting ``prev_kv``), never splitting one revision's events."""
+def _batch_end(events: list[Event], start: int, limit: int, byte_limit: int) -> int:
+    """The end of the next message from ``events[start:]``: about ``limit`` events or
+    ``byte_limit`` key and value bytes (counting ``prev_kv``), never splitting a revision."""
     size = 0
-    end = 0
-    for end, ev in enumerate(events, start=1):
+    end = start
+    n = len(events)
+    while end < n:
+        ev = events[end]
+        end += 1
         size += len(ev.kv.key) + len(ev.kv.value)
         if ev.prev_kv is not None:
             size += len(ev.prev_kv.value)
-        if end >= limit or size >= byte_limit:
+        if end - start >= limit or size >= byte_limit:
             break
-    last_rev = events[end - 1].kv.mod_revision if end else 0
-    while end < len(events) and events[end].kv.mod_revision == last_rev:
-        end += 1
-    return events[:end]
+    if end > start:
+        last_rev = events[end - 1].kv.mod_revision
+        while end < n and events[end].kv.mod_revision == last_rev:
+            end += 1
+    return end

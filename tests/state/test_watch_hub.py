@@ -470,6 +470,20 @@ def test_catch_up_messages_stay_near_the_byte_limit_without_splitting_a_revision
                                                             if n is not m for e in n.events}) == 0
 
 
+def test_a_long_replay_reads_history_once_per_catch_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Re-reading the history for every message made a replay quadratic: 3.5 s on the event loop
+    # for 25k events, long enough for clients to time out before the first message.
+    monkeypatch.setattr(watch_mod, "CATCH_UP_EVENTS", 10)
+    env = Env()
+    for i in range(200):
+        env.put(f"k{i % 13}".encode())
+    s = env.hub.open_stream()
+    with mock.patch.object(KVStore, "history", autospec=True, side_effect=KVStore.history) as history:
+        wid = env.hub.create(s, key=b"k", range_end=b"l", start_revision=1)
+    assert history.call_count == 1
+    assert revs(events_of(drain(env, s), wid)) == list(range(2, 202))
+
+
 def test_notify_idle_only_for_idle_progress_notify_watchers() -> None:
     env = Env()
     s = env.hub.open_stream()
