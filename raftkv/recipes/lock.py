@@ -19,10 +19,11 @@ Invariants (TESTING.md §3 row 18):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Self
 
 from raftkv import errors
-from raftkv.client import Client, Cmp, Compare, Op, SortOrder, SortTarget, to_bytes
+from raftkv.client import Client, Cmp, Compare, Op, SortOrder, SortTarget, TxnResponse, to_bytes
 from raftkv.recipes.session import Session, repeat_until_known
 
 
@@ -73,6 +74,9 @@ class Lock:
         self.prefix = to_bytes(name).rstrip(b"/") + b"/"
         self.key = b""
         self.revision = 0
+        # The write that queues us, left to finish even when acquire() is cancelled: withdrawing
+        # before its outcome is known could leave a key that blocks every later waiter.
+        self._enqueue: asyncio.Future[TxnResponse] | None = None
 
     async def __aenter__(self) -> Self:
         await self.acquire()
@@ -89,7 +93,9 @@ class Lock:
             return await asyncio.wait_for(self._acquire(), timeout)
         except BaseException:
             # Time-out, cancellation or error: leave the queue so that nobody waits on our key.
-            await asyncio.shield(self._withdraw())
+            # If that fails too, the original error matters more; the key dies with the session.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._withdraw())
             raise
 
     async def _acquire(self) -> int:
@@ -102,7 +108,8 @@ class Lock:
             .then(Op.put(self.key, b"", lease=self.session.lease_id), first)
             .else_(Op.get(self.key), first)
         )
-        resp = await repeat_until_known(enqueue.commit)
+        self._enqueue = asyncio.ensure_future(repeat_until_known(enqueue.commit))
+        resp = await asyncio.shield(self._enqueue)
         if resp.succeeded:
             assert resp.header is not None
             self.revision = resp.header.revision
@@ -125,6 +132,11 @@ class Lock:
         return bool(resp.kvs) and resp.kvs[0].create_revision == self.revision
 
     async def _withdraw(self) -> None:
+        enqueue, self._enqueue = self._enqueue, None
+        if enqueue is not None:
+            # Only its landing matters, not its answer: wait until it applied or certainly failed.
+            with contextlib.suppress(Exception):
+                await enqueue
         if self.key:
             await repeat_until_known(
                 self.client.txn().if_(Compare.version(self.key) > 0).then(Op.delete(self.key)).commit

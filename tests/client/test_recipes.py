@@ -30,6 +30,7 @@ from raftkv.recipes import (
     Session,
     SessionStore,
 )
+from raftkv.recipes import lock as lock_module
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(180)]
 
@@ -140,6 +141,47 @@ async def test_a_dead_holder_frees_the_lock_and_its_guard_fails(endpoints: list[
         assert not stale.succeeded and await c.get_value(prefix + "resource") is None
         assert not await old.is_held() and await new.is_held()
         await new.release()
+
+
+async def test_a_timed_out_acquire_never_leaves_its_key_behind(
+    endpoints: list[str], prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The queueing txn is on the wire when the timeout fires and lands only afterwards. Withdrawing
+    # before it landed left a key on the session's lease that blocked every later waiter.
+    gate = asyncio.Event()
+    sent = asyncio.Event()
+    in_flight: list[asyncio.Future[Any]] = []
+    real = lock_module.repeat_until_known
+
+    async def lands_late(send: Callable[[], Awaitable[Any]]) -> Any:
+        if sent.is_set():  # the withdrawal and anything after it go straight through
+            return await real(send)
+        sent.set()
+
+        async def later() -> Any:
+            await gate.wait()
+            return await real(send)
+
+        in_flight.append(asyncio.ensure_future(later()))
+        return await asyncio.shield(in_flight[0])
+
+    async with Client(endpoints) as c, Session(c, ttl=10) as first, Session(c, ttl=10) as second:
+        await Lock(first, prefix + "lock").acquire()
+        waiter = Lock(second, prefix + "lock")
+        monkeypatch.setattr(lock_module, "repeat_until_known", lands_late)
+        task = asyncio.create_task(waiter.acquire(timeout=0.2))
+
+        async def timed_out_and_withdrawing() -> bool:
+            # Withdrawing now waits for the queueing write (its future is taken); before, the
+            # acquire simply ended.
+            return task.done() or (sent.is_set() and getattr(waiter, "_enqueue", False) is None)
+
+        await eventually(timed_out_and_withdrawing, "the acquire timed out")
+        gate.set()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(task, DEADLINE)
+        await asyncio.wait_for(in_flight[0], DEADLINE)  # the late write has landed
+        assert await queued(c, prefix + "lock/", 1), "the timed-out waiter left its key behind"
 
 
 async def test_acquire_timeout_leaves_the_queue(endpoints: list[str], prefix: str) -> None:
