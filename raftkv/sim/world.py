@@ -640,6 +640,14 @@ class World:
         """The node's own monotonic clock in seconds (it drifts with the node's tick period)."""
         return self.now * TICK_MS / node.period / 1000
 
+    def _clock_rates(self) -> list[float]:
+        """Each node's clock rate against virtual time."""
+        return [TICK_MS / n.period for n in self.nodes.values()]
+
+    def _election_ms(self) -> int:
+        """An election timeout at the slowest node's ticks, in virtual ms."""
+        return ELECTION_TICK * max(n.period for n in self.nodes.values())
+
     def _lease_check(self, node: SimNode, r: Replica) -> None:
         """The leader's expiry round, as the driver runs it: decide now, propose on the next cycle
         (leadership may move in between, which is what makes a revoke stale)."""
@@ -706,10 +714,10 @@ class World:
         lease = op.lease
         if not self.book.active or lease not in self.book.kept:
             return
-        if op.outcome == "ok" and not op.response:
-            self.book.kept.discard(lease)  # expired or revoked: nothing left to keep alive
-            return
         if op.outcome == "ok":
+            if not op.response:
+                self.book.kept.discard(lease)  # expired or revoked: nothing left to keep alive
+                return
             self.book.hint[lease] = op.node
             delay = self._keepalive_interval(lease)
         else:
@@ -720,8 +728,8 @@ class World:
     def await_leases_expired(self) -> None:
         """Liveness: with keepalives stopped, every lease is revoked within its TTL at the slowest
         clock plus a few election timeouts, and the cluster converges on that."""
-        et_ms = ELECTION_TICK * max(n.period for n in self.nodes.values())
-        rate_min = min(TICK_MS / n.period for n in self.nodes.values())
+        et_ms = self._election_ms()
+        rate_min = min(self._clock_rates())
         deadline = self.now + int(max(TTL_CHOICES) * 1000 / rate_min) + 10 * et_ms
         while True:
             left = {nid: len(n.replica.machine.leases) for nid, n in self.nodes.items() if n.replica}
@@ -906,7 +914,7 @@ class World:
         return None
 
     def await_convergence(self, what: str) -> None:
-        et_ms = ELECTION_TICK * max(n.period for n in self.nodes.values())
+        et_ms = self._election_ms()
         deadline = self.now + 20 * et_ms
         why = self.converged()
         while why is not None:
@@ -928,7 +936,7 @@ class World:
         self.net.cut_one_way(deaf(victim, self.ids))
         self.stats["one_way"] += 1
         self.note(f"PROBE deaf n{victim}")
-        et_ms = ELECTION_TICK * max(n.period for n in self.nodes.values())
+        et_ms = self._election_ms()
         # Settle first: a deaf leader needs up to two election timeouts to step down, and its
         # followers two more to elect a successor.
         self.run_until(self.now + 5 * et_ms)
@@ -964,7 +972,7 @@ class World:
         c = self.checker
         model = build_model(c.committed, c.max_committed)
         check_history(self.pool.history, model)
-        rate_max = max(TICK_MS / n.period for n in self.nodes.values())
+        rate_max = max(self._clock_rates())
         self.book.check(self.pool.history, model, self.pool.ttls, rate_max)
         check_watchers(list(self.watchers.values()), model)
         self.rare["lease_expiry_revoked"] = self.book.effective_expiries(model)

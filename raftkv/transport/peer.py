@@ -101,7 +101,7 @@ class _Peer:
             writer.write(encode_hello(hello))
             for frame in encode_snapshot(message):
                 _write(writer, [frame])
-                await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+                await _drain(writer)
             # The receiver steps the snapshot once the last chunk is in; a clean close delivers it.
             ok = await _close(writer, flush=True)
         except (OSError, ConnectionError, FrameError) as exc:
@@ -161,12 +161,7 @@ class _Peer:
             messages = [m for m in batch if isinstance(m, Message)]
             frames = [m for m in batch if isinstance(m, bytes)]
             _write(writer, [encode_messages(messages), *frames] if messages else frames)
-            if writer.transport.get_write_buffer_size():
-                # Only a backed-up connection can block here; the timeout costs a task, so skip it
-                # when everything was handed to the kernel.
-                await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
-            else:
-                await writer.drain()
+            await _drain(writer)
 
     def _drop_queue(self) -> None:
         self.queue.clear()
@@ -181,6 +176,15 @@ def _write(writer: asyncio.StreamWriter, data: list[bytes]) -> None:
     if writer.transport.is_closing():
         raise ConnectionResetError("connection closed by the peer")
     writer.writelines(data)
+
+
+async def _drain(writer: asyncio.StreamWriter) -> None:
+    """Wait for the buffer to drain, at most ``WRITE_TIMEOUT`` (then ``TimeoutError``)."""
+    if writer.transport.get_write_buffer_size():
+        await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+    else:
+        # Everything went to the kernel: drain cannot block, so skip the timeout's task.
+        await writer.drain()
 
 
 async def _close(writer: asyncio.StreamWriter, *, flush: bool) -> bool:
